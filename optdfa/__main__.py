@@ -1,0 +1,5 @@
+import sys
+
+from optdfa.cli.main import main
+
+sys.exit(main())

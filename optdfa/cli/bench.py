@@ -1,0 +1,52 @@
+"""``optdfa bench``: speed ratios measured side by side in one run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from optdfa.cli.options import positive_int
+from optdfa.errors import OptdfaError
+from optdfa.outputs import atomic_write_json
+
+HELP = "measure speed ratios (run side by side in one process)"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from optdfa.bench import BENCHMARKS
+
+    lines = "\n".join(f"  {name:10s} {desc}" for name, (_, _, desc) in BENCHMARKS.items())
+    p = sub.add_parser(
+        "bench",
+        help=HELP,
+        description=f"{HELP}.\n\nbenchmarks:\n{lines}\n  all        every one",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", nargs="?", default="all", help="benchmark to run (default all)")
+    p.add_argument("--repeats", type=positive_int, help="timed repetitions per variant")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from optdfa.bench import BENCHMARKS
+
+    if args.name != "all" and args.name not in BENCHMARKS:
+        raise OptdfaError(
+            f"unknown benchmark {args.name!r}; valid: {', '.join([*BENCHMARKS, 'all'])}"
+        )
+    names = list(BENCHMARKS) if args.name == "all" else [args.name]
+    results = []
+    for name in names:
+        fn, fmt, _ = BENCHMARKS[name]
+        kwargs = {"device": args.device}
+        if args.repeats:
+            kwargs["repeats"] = args.repeats
+        result = fn(**kwargs)
+        print(f"[{name}] {fmt(result)}", flush=True)
+        results.append(result)
+    if args.json:
+        atomic_write_json(args.json, results if len(results) > 1 else results[0])
+    print(json.dumps({r["benchmark"]: round(r["ratio"], 4) for r in results if "ratio" in r}))
+    return 0

@@ -1,0 +1,137 @@
+"""Direct feedback alignment (Nøkland 2016) without a backward pass through the network.
+
+One step:
+
+1. forward the batch; every :class:`FeedbackPoint` records its input ``h_l`` (which carries the
+   local graph back to the previous point) and passes a detached copy on;
+2. ``e = ∂L/∂ŷ``, shape ``(batch, n_out)`` — the true error at the output;
+3. one projection ``e·B`` through the feedback backend, shape ``(batch, n_feedback)``, split into
+   the per-point blocks ``e·B_l`` (see :class:`FeedbackLayout`);
+4. a single ``torch.autograd.backward`` over ``[ŷ, h_1, …]`` with gradients ``[e, e·B_1, …]``.
+   Each segment's graph starts at a detached tensor, so autograd computes only the local
+   quantities: ``δ_l = (e·B_l) ⊙ f'(a_l)`` and ``∂W_l = δ_lᵀ h_{l−1}``; no gradient with respect
+   to any layer input is computed. The output layer gets the true error ``e``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from optdfa.backends import FeedbackBackend, FeedbackLayout, create_backend
+from optdfa.errors import OptdfaError
+from optdfa.rules.base import LearningRule, LossFn, StepResult
+from optdfa.rules.feedback_point import FeedbackRecorder, feedback_points
+from optdfa.seeding import derive_seed
+
+
+class DirectFeedbackAlignment(LearningRule):
+    """DFA with the feedback projection computed by ``backend`` (an instance or a name)."""
+
+    name = "dfa"
+
+    def __init__(
+        self, backend: FeedbackBackend | str = "digital", seed: int = 0, **backend_options: Any
+    ) -> None:
+        super().__init__()
+        if isinstance(backend, str):
+            backend = create_backend(backend, **backend_options)
+        elif backend_options:
+            raise TypeError(
+                "backend options go to the backend constructor when passing an instance"
+            )
+        self.backend = backend
+        self.seed = seed
+        self.layout: FeedbackLayout | None = None
+        self._recorder = FeedbackRecorder()
+        self._points: list = []
+        #: the last step's output error ``(batch, n_out)`` and feedback ``(batch, n_feedback)``
+        self.last_error: torch.Tensor | None = None
+        self.last_feedback: torch.Tensor | None = None
+
+    def attach(self, model: nn.Module, example_input: torch.Tensor) -> None:
+        super().attach(model, example_input)
+        named = feedback_points(model)
+        if not named:
+            raise OptdfaError(
+                "dfa needs at least one FeedbackPoint in the model (put optdfa.FeedbackPoint() "
+                "after the activation of each hidden layer)"
+            )
+        names = {id(p): n for n, p in named}
+        for _, point in named:
+            point._recorder = self._recorder
+        self._recorder.start(detach=False)
+        try:
+            with torch.no_grad():
+                output = model(example_input)
+        finally:
+            points, tensors = self._recorder.stop()
+        if output.ndim != 2:
+            raise OptdfaError(
+                f"dfa needs a model output of shape (batch, n_out), got {tuple(output.shape)}"
+            )
+        self._points = points
+        shapes = [(names[id(p)], tuple(t.shape[1:])) for p, t in zip(points, tensors, strict=True)]
+        self.layout = FeedbackLayout.from_shapes(output.shape[1], shapes)
+        param = next(model.parameters())
+        self.backend.setup(
+            self.layout,
+            seed=derive_seed(self.seed, "feedback"),
+            device=param.device,
+            dtype=param.dtype,
+        )
+
+    def compute_gradients(
+        self, x: torch.Tensor, target: torch.Tensor, loss_fn: LossFn
+    ) -> StepResult:
+        model = self._model()
+        self._recorder.start(detach=True)
+        try:
+            output = model(x)
+        finally:
+            points, taps = self._recorder.stop()
+        if len(points) != len(self._points) or any(
+            a is not b for a, b in zip(points, self._points, strict=True)
+        ):
+            raise OptdfaError(
+                "the model visited its feedback points in a different order than at attach()"
+            )
+        loss = loss_fn(output, target)
+        (error,) = torch.autograd.grad(loss, output, retain_graph=True)
+        feedback = self.backend.project(error.detach())
+        self.last_error, self.last_feedback = error.detach(), feedback
+        tensors, grads = [output], [error]
+        for tap, block in zip(taps, self.layout.split(feedback), strict=True):
+            if tap.requires_grad:
+                tensors.append(tap)
+                grads.append(block)
+        torch.autograd.backward(tensors, grads)
+        return StepResult(loss.detach(), output.detach())
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "method": self.name,
+            "seed": self.seed,
+            "layout": self.layout.to_dict() if self.layout else None,
+            "backend": self.backend.describe() if self.layout else {"name": self.backend.name},
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.backend.load_state_dict(state["backend"])
+
+    def counters(self) -> dict[str, float]:
+        return self.backend.counters()
+
+    def detach_model(self) -> None:
+        """Turn the feedback points back into plain identities."""
+        if self.model is not None:
+            for _, point in feedback_points(self.model):
+                point._recorder = None
+
+    def close(self) -> None:
+        self.backend.close()
