@@ -336,12 +336,11 @@ def train(
                 raise OptdfaError(
                     f"cannot resume {out}: the config differs from the saved run in {', '.join(diff)}"
                 )
-        elif out.exists() and any((out / f).exists() for f in RUN_FILES):
-            if not overwrite:
-                raise OptdfaError(
-                    f"{out} already holds a run; pass --resume to continue it, "
-                    f"--overwrite to replace it, or choose another --out"
-                )
+        elif out.exists() and any((out / f).exists() for f in RUN_FILES) and not overwrite:
+            raise OptdfaError(
+                f"{out} already holds a run; pass --resume to continue it, "
+                f"--overwrite to replace it, or choose another --out"
+            )
     trainer = Trainer(cfg, progress=progress, hooks=list(hooks or []), data=data)
     if saved_state is not None:
         if saved_state["epoch"] > cfg.epochs:
