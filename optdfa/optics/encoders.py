@@ -1,0 +1,201 @@
+"""Encoders: a signed real error batch → binary DMD frames (and back).
+
+Every encoder writes each sample ``e_b`` (a row of the error, length ``n``) as a signed sum of
+``planes`` binary frames::
+
+    e_b ≈ scale_b · Σ_p coefficients_p · frames[b, p]          (frames ∈ {0, 1}^n)
+
+so any linear map ``M`` of the error is recovered from the maps of the frames:
+``M e_b ≈ scale_b Σ_p coefficients_p M frames[b, p]`` (see :meth:`Encoding.combine`).
+
+- ``ternary[:τ]`` — deterministic ternarisation (the LightOn photonic-DFA choice): entries with
+  ``|e_k| > τ·max|e_b|`` become ``sign(e_k)``, the rest 0; two planes (positive, negative part)
+  with coefficients ``+1, −1``; ``scale_b = ⟨e_b, t_b⟩/‖t_b‖²`` (least-squares amplitude).
+  Default ``τ = 0.1``.
+- ``stochastic`` — dithered, unbiased ternarisation: ``t_k = sign(e_k)`` with probability
+  ``|e_k|/max|e_b|``, else 0; ``scale_b = max|e_b|`` so that ``E[scale_b·t_b] = e_b``.
+- ``bitplane:K`` — ``|e_k|/max|e_b|`` rounded to K bits per sign; 2K planes (K positive, K
+  negative) with coefficients ``±2^i``; ``scale_b = max|e_b|/(2^K − 1)``. Error ≤ half a level.
+
+Samples whose error is all zero give all-zero frames and ``scale_b = 0``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+from optdfa.errors import OptdfaError
+
+ENCODERS = ("ternary", "stochastic", "bitplane")
+DEFAULT_THRESHOLD = 0.1
+MAX_BITS = 16
+
+
+@dataclass
+class Encoding:
+    """Binary frames of an error batch and how to recombine them."""
+
+    #: ``(batch, planes, n)`` bool
+    frames: torch.Tensor
+    #: ``(planes,)`` float: signed weight of each plane
+    coefficients: torch.Tensor
+    #: ``(batch,)`` float: amplitude of each sample (error units per frame unit)
+    scale: torch.Tensor
+
+    @property
+    def planes(self) -> int:
+        return self.frames.shape[1]
+
+    def combine(self, projections: torch.Tensor) -> torch.Tensor:
+        """Recombine per-frame linear projections ``(batch, planes, m)`` into ``(batch, m)``."""
+        coeffs = self.coefficients.to(projections.dtype)
+        out = torch.einsum("bpm,p->bm", projections, coeffs)
+        return out * self.scale.to(projections.dtype)[:, None]
+
+    def decode(self) -> torch.Tensor:
+        """The error these frames represent, ``(batch, n)`` (the identity projection)."""
+        return self.combine(self.frames.to(self.scale.dtype))
+
+
+class Encoder(ABC):
+    """Turns ``(batch, n)`` signed errors into an :class:`Encoding`."""
+
+    #: how the encoder is written in a profile or on the command line
+    spec: str
+    #: binary frames per sample
+    planes: int
+    #: whether :meth:`encode` consumes random numbers
+    stochastic: bool = False
+
+    @abstractmethod
+    def _encode(
+        self, error: torch.Tensor, peak: torch.Tensor, generator: torch.Generator | None
+    ) -> Encoding: ...
+
+    def encode(self, error: torch.Tensor, generator: torch.Generator | None = None) -> Encoding:
+        """Encode ``error`` (batch, n); ``generator`` drives stochastic encoders."""
+        if error.ndim != 2:
+            raise OptdfaError(
+                f"encoder {self.spec!r} expects an error of shape (batch, n), got {tuple(error.shape)}"
+            )
+        if not torch.isfinite(error).all():
+            raise OptdfaError(f"encoder {self.spec!r} received a non-finite error (NaN or inf)")
+        if self.stochastic and generator is None:
+            raise ValueError(f"encoder {self.spec!r} needs a torch.Generator")
+        if not error.is_floating_point():
+            error = error.float()
+        peak = error.abs().amax(dim=1)
+        return self._encode(error, peak, generator)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r})"
+
+
+def _signed_planes(ternary: torch.Tensor) -> torch.Tensor:
+    """``(batch, n)`` values in {−1, 0, 1} → ``(batch, 2, n)`` bool: positive part, negative part."""
+    return torch.stack((ternary > 0, ternary < 0), dim=1)
+
+
+_PLUS_MINUS = (1.0, -1.0)
+
+
+class TernaryEncoder(Encoder):
+    """Deterministic ternarisation with threshold ``τ`` relative to the sample's largest entry."""
+
+    planes = 2
+
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD) -> None:
+        if not (math.isfinite(threshold) and 0 <= threshold < 1):
+            raise OptdfaError(f"ternary threshold must be in [0, 1), got {threshold}")
+        self.threshold = float(threshold)
+        self.spec = f"ternary:{self.threshold:g}"
+
+    def _encode(
+        self, error: torch.Tensor, peak: torch.Tensor, generator: torch.Generator | None
+    ) -> Encoding:
+        keep = error.abs() > (self.threshold * peak)[:, None]
+        t = torch.sign(error) * keep
+        norm2 = keep.sum(dim=1).to(error.dtype)
+        scale = (error * t).sum(dim=1) / norm2.clamp_min(1)
+        coeffs = torch.tensor(_PLUS_MINUS, dtype=error.dtype, device=error.device)
+        return Encoding(_signed_planes(t), coeffs, scale)
+
+
+class StochasticTernaryEncoder(Encoder):
+    """Unbiased dithered ternarisation: ``E[scale·t] = e``."""
+
+    planes = 2
+    stochastic = True
+    spec = "stochastic"
+
+    def _encode(
+        self, error: torch.Tensor, peak: torch.Tensor, generator: torch.Generator | None
+    ) -> Encoding:
+        prob = error.abs() / peak.clamp_min(torch.finfo(error.dtype).tiny)[:, None]
+        u = torch.rand(error.shape, generator=generator, device=error.device, dtype=error.dtype)
+        t = torch.sign(error) * (u < prob)
+        coeffs = torch.tensor(_PLUS_MINUS, dtype=error.dtype, device=error.device)
+        return Encoding(_signed_planes(t), coeffs, peak.clone())
+
+
+class BitPlaneEncoder(Encoder):
+    """``K`` bits per sign: ``2K`` frames recombined with powers of two."""
+
+    def __init__(self, bits: int) -> None:
+        if not (isinstance(bits, int) and 1 <= bits <= MAX_BITS):
+            raise OptdfaError(f"bitplane needs 1 to {MAX_BITS} bits, got {bits}")
+        self.bits = bits
+        self.planes = 2 * bits
+        self.spec = f"bitplane:{bits}"
+
+    def _encode(
+        self, error: torch.Tensor, peak: torch.Tensor, generator: torch.Generator | None
+    ) -> Encoding:
+        levels = 2**self.bits - 1
+        step = peak / levels
+        q = torch.round(error.abs() / step.clamp_min(torch.finfo(error.dtype).tiny)[:, None])
+        q = q.clamp_(0, levels).to(torch.int32)
+        powers = 2 ** torch.arange(self.bits, device=error.device, dtype=torch.int32)
+        bits = (q[:, None, :] & powers[None, :, None]) != 0  # (batch, K, n)
+        positive = (error > 0)[:, None, :]
+        negative = (error < 0)[:, None, :]
+        frames = torch.cat((bits & positive, bits & negative), dim=1)
+        pw = powers.to(error.dtype)
+        coeffs = torch.cat((pw, -pw))
+        return Encoding(frames, coeffs, step)
+
+
+def parse_encoder(spec: str) -> Encoder:
+    """Build an encoder from its spec: ``ternary[:THRESHOLD]``, ``stochastic``, ``bitplane:K``."""
+    if not isinstance(spec, str):
+        raise OptdfaError(f"an encoder is given as a string, got {spec!r}")
+    text = spec.strip().lower()
+    name, sep, arg = text.partition(":")
+    usage = "valid encoders: ternary[:THRESHOLD] (e.g. ternary:0.15), stochastic, bitplane:K (K = 1..16)"
+    if name == "ternary":
+        if not sep:
+            return TernaryEncoder()
+        try:
+            threshold = float(arg)
+        except ValueError:
+            raise OptdfaError(
+                f"cannot parse encoder {spec!r}: the ternary threshold must be a number in [0, 1)"
+            ) from None
+        return TernaryEncoder(threshold)
+    if name == "stochastic":
+        if sep:
+            raise OptdfaError(f"cannot parse encoder {spec!r}: stochastic takes no parameter")
+        return StochasticTernaryEncoder()
+    if name == "bitplane":
+        try:
+            bits = int(arg)
+        except ValueError:
+            raise OptdfaError(
+                f"cannot parse encoder {spec!r}: write bitplane:K with K bits per sign (1..16)"
+            ) from None
+        return BitPlaneEncoder(bits)
+    raise OptdfaError(f"cannot parse encoder {spec!r}; {usage}")
