@@ -302,7 +302,14 @@ def resume_config(out_dir: str | Path, epochs: int | None = None) -> TrainConfig
     if not (out / "checkpoint.pt").exists():
         raise OptdfaError(f"nothing to resume: {out / 'checkpoint.pt'} does not exist")
     cfg = load_config(out / "config.toml")
-    return cfg.replace(epochs=epochs) if epochs is not None else cfg
+    if epochs is None or epochs == cfg.epochs:
+        return cfg
+    if cfg.lr_schedule != "constant":
+        raise OptdfaError(
+            f"cannot change the epochs of a run with a {cfg.lr_schedule} learning-rate schedule "
+            f"(the schedule was laid out for {cfg.epochs} epochs)"
+        )
+    return cfg.replace(epochs=epochs)
 
 
 def train(
