@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,21 +42,25 @@ CHECKPOINT_FORMAT = "optdfa-checkpoint/1"
 EVAL_BATCH = 1024
 
 
-class TrainingHook(Protocol):
+class TrainingHook:
     """Extension point: diagnostics that run inside the loop without changing training.
 
     ``on_step`` is called after the gradients of a step are computed and before the optimizer
     uses them; ``on_epoch_end`` may add keys to the epoch's metrics line. Hooks save and restore
-    their state with the checkpoint.
+    their state with the checkpoint. Subclass and override what you need (the defaults do nothing).
     """
 
-    def on_step(self, trainer: Trainer, step: int, x: torch.Tensor, y: torch.Tensor) -> None: ...
+    def on_step(self, trainer: Trainer, step: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        pass
 
-    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        pass
 
-    def state_dict(self) -> dict[str, Any]: ...
+    def state_dict(self) -> dict[str, Any]:
+        return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
 
 
 @dataclass

@@ -13,7 +13,7 @@ import torch
 import optdfa
 from optdfa.cli.main import main
 from optdfa.errors import TrainingDiverged
-from optdfa.training import TrainConfig
+from optdfa.training import TrainConfig, TrainingHook
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -166,7 +166,7 @@ def test_cli_resume_extends_a_run(capsys, tmp_path):
 
 
 def test_diverging_run_stops_and_keeps_last_good_checkpoint(tmp_path):
-    class Poison:
+    class Poison(TrainingHook):
         def on_step(self, trainer, step, x, y):
             if trainer.epoch == 1:  # during the second epoch, break the weights
                 with torch.no_grad():

@@ -12,6 +12,7 @@ from optdfa import DirectFeedbackAlignment, TrainConfig, cross_entropy
 from optdfa.data import load_dataset
 from optdfa.models import build_model
 from optdfa.seeding import torch_generator
+from optdfa.training import TrainingHook
 
 DIGITS = load_dataset("digits")
 #: the digits recipe of docs/results/baselines.md
@@ -43,7 +44,7 @@ def test_same_seed_same_run(method):
     assert _timeless(c.metrics) != _timeless(a.metrics)
 
 
-class _KillDuringEpoch:
+class _KillDuringEpoch(TrainingHook):
     """A hook that interrupts the run in the middle of epoch ``epoch`` (like Ctrl-C)."""
 
     def __init__(self, epoch: int):
@@ -52,15 +53,6 @@ class _KillDuringEpoch:
     def on_step(self, trainer, step, x, y):
         if trainer.epoch + 1 == self.epoch and step % 45 == 20:
             raise KeyboardInterrupt
-
-    def on_epoch_end(self, trainer, metrics):
-        pass
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
 
 
 @pytest.mark.parametrize(
