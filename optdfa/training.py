@@ -180,7 +180,11 @@ class Trainer:
                     correct += (result.output.argmax(1) == y).sum()
                 bar.update(len(idx))
                 if not bar.disable and i % 20 == 0:
-                    bar.set_postfix(loss=f"{result.loss.item():.4f}")
+                    seen = begin + len(idx)
+                    stats = {"loss": f"{float(loss_sum) / seen:.4f}"}
+                    if classification:
+                        stats["acc"] = f"{100 * float(correct) / seen:.1f}%"
+                    bar.set_postfix(stats)
         if self.scheduler is not None:
             self.scheduler.step()
         test_loss, test_acc = self.evaluate()
