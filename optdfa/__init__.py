@@ -26,7 +26,7 @@ from optdfa.rules import (
     half_squared_error,
     make_rule,
 )
-from optdfa.training import RunResult, Trainer, train
+from optdfa.training import RunResult, Trainer, TrainingHook, train
 
 __version__ = "0.1.0"
 
@@ -43,6 +43,7 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "TrainingDiverged",
+    "TrainingHook",
     "__version__",
     "available_backends",
     "create_backend",

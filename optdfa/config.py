@@ -100,6 +100,10 @@ class TrainConfig:
 
         if self.backend not in available_backends():
             raise choice_error("backend", self.backend, available_backends())
+        if self.method != "dfa" and self.backend_options:
+            raise OptdfaError(
+                f"backend options apply to --method dfa only (got --method {self.method})"
+            )
         if self.method != "dfa" and self.backend != "digital":
             raise OptdfaError(
                 f"--backend {self.backend} applies to --method dfa only (got --method {self.method})"

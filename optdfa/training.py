@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,21 +42,25 @@ CHECKPOINT_FORMAT = "optdfa-checkpoint/1"
 EVAL_BATCH = 1024
 
 
-class TrainingHook(Protocol):
+class TrainingHook:
     """Extension point: diagnostics that run inside the loop without changing training.
 
     ``on_step`` is called after the gradients of a step are computed and before the optimizer
     uses them; ``on_epoch_end`` may add keys to the epoch's metrics line. Hooks save and restore
-    their state with the checkpoint.
+    their state with the checkpoint. Subclass and override what you need (the defaults do nothing).
     """
 
-    def on_step(self, trainer: Trainer, step: int, x: torch.Tensor, y: torch.Tensor) -> None: ...
+    def on_step(self, trainer: Trainer, step: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        pass
 
-    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        pass
 
-    def state_dict(self) -> dict[str, Any]: ...
+    def state_dict(self) -> dict[str, Any]:
+        return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
 
 
 @dataclass
@@ -176,7 +180,11 @@ class Trainer:
                     correct += (result.output.argmax(1) == y).sum()
                 bar.update(len(idx))
                 if not bar.disable and i % 20 == 0:
-                    bar.set_postfix(loss=f"{result.loss.item():.4f}")
+                    seen = begin + len(idx)
+                    stats = {"loss": f"{float(loss_sum) / seen:.4f}"}
+                    if classification:
+                        stats["acc"] = f"{100 * float(correct) / seen:.1f}%"
+                    bar.set_postfix(stats)
         if self.scheduler is not None:
             self.scheduler.step()
         test_loss, test_acc = self.evaluate()
@@ -302,7 +310,14 @@ def resume_config(out_dir: str | Path, epochs: int | None = None) -> TrainConfig
     if not (out / "checkpoint.pt").exists():
         raise OptdfaError(f"nothing to resume: {out / 'checkpoint.pt'} does not exist")
     cfg = load_config(out / "config.toml")
-    return cfg.replace(epochs=epochs) if epochs is not None else cfg
+    if epochs is None or epochs == cfg.epochs:
+        return cfg
+    if cfg.lr_schedule != "constant":
+        raise OptdfaError(
+            f"cannot change the epochs of a run with a {cfg.lr_schedule} learning-rate schedule "
+            f"(the schedule was laid out for {cfg.epochs} epochs)"
+        )
+    return cfg.replace(epochs=epochs)
 
 
 def train(

@@ -99,6 +99,8 @@ class DirectFeedbackAlignment(LearningRule):
                 "the model visited its feedback points in a different order than at attach()"
             )
         loss = loss_fn(output, target)
+        if not torch.isfinite(loss):  # diverged: nothing sensible to project; the caller stops
+            return StepResult(loss.detach(), output.detach())
         (error,) = torch.autograd.grad(loss, output, retain_graph=True)
         feedback = self.backend.project(error.detach())
         self.last_error, self.last_feedback = error.detach(), feedback

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from optdfa.errors import OptdfaError
-from optdfa.rules.base import LearningRule, LossFn, StepResult
+from optdfa.rules.bp import Backprop
 from optdfa.seeding import derive_seed
 
 
@@ -122,8 +122,8 @@ def _fa_version(module: nn.Module) -> nn.Module | None:
     return twin
 
 
-class FeedbackAlignment(LearningRule):
-    """Feedback alignment with one fixed random backward matrix per Linear/Conv2d layer."""
+class FeedbackAlignment(Backprop):
+    """Feedback alignment: backprop through FA twins of every Linear/Conv2d layer."""
 
     name = "fa"
 
@@ -149,14 +149,6 @@ class FeedbackAlignment(LearningRule):
                 index += 1
         if index == 0:
             raise OptdfaError("fa found no nn.Linear or nn.Conv2d layer in the model")
-
-    def compute_gradients(
-        self, x: torch.Tensor, target: torch.Tensor, loss_fn: LossFn
-    ) -> StepResult:
-        output = self._model()(x)
-        loss = loss_fn(output, target)
-        loss.backward()
-        return StepResult(loss.detach(), output.detach())
 
     def describe(self) -> dict[str, Any]:
         return {"method": self.name, "seed": self.seed}
