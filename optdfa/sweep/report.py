@@ -308,7 +308,7 @@ def write_report(spec: SweepSpec, out_dir: str | Path) -> list[dict[str, Any]]:
     stale = len({r["point_id"] for r in rows_all} - set(current))
     write_csv(out / RESULTS_CSV, rows, spec.axes)
     table = setting_table(spec, by_id)
-    for axis in list(spec.grid) or spec.axes:
+    for axis in spec.plot_axes:
         plot_axis(spec, table, axis, out / f"accuracy-{_slug(axis)}.png")
     plot_frames(spec, table, out / "accuracy-vs-frames.png")
     atomic_write_text(out / "summary.md", summary_markdown(spec, table, stale))

@@ -81,10 +81,13 @@ def append_row(path: str | Path, row: dict[str, Any]) -> None:
     line = (json.dumps(row, sort_keys=True, allow_nan=False) + "\n").encode()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # a torn line left by a killed writer stays on its own
             written = os.write(fd, line)
             if written != len(line):  # a full disk: undo the torn line rather than keep it
                 os.ftruncate(fd, os.fstat(fd).st_size - written)

@@ -213,6 +213,7 @@ def run_sweep(
             "grid": spec.grid,
             "points": spec.points,
             "reference": spec.reference,
+            "plot": spec.plot,
             "axes": spec.axes,
         },
     )

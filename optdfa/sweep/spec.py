@@ -52,7 +52,7 @@ from optdfa.config import TrainConfig, load_toml
 from optdfa.errors import OptdfaError
 
 #: top-level keys of a sweep file
-SWEEP_KEYS = ("name", "description", "seeds", "reference", "base", "grid", "points")
+SWEEP_KEYS = ("name", "description", "seeds", "reference", "plot", "base", "grid", "points")
 #: keys of a point table that are not axes
 POINT_META = ("label",)
 OPU_PREFIX = "opu."
@@ -98,9 +98,18 @@ class SweepSpec:
     grid: dict[str, list[Any]]
     points: list[dict[str, Any]]
     reference: str | None = None
+    #: swept keys that get a figure (default: the grid's axes, else every key points vary)
+    plot: list[str] | None = None
     source: str = "sweep"
     #: settings in order (grid combinations first, then the listed points), before seeds
     settings: list[tuple[dict[str, Any], str | None]] = field(default_factory=list)
+
+    @property
+    def plot_axes(self) -> list[str]:
+        """Keys that get a figure: ``plot`` if given, else the grid's axes, else the points' keys."""
+        if self.plot is not None:
+            return list(self.plot)
+        return list(self.grid) or self.axes
 
     @property
     def axes(self) -> list[str]:
@@ -227,6 +236,11 @@ def sweep_from_dict(
             f"{source}: reference {reference!r} is not the label of a point; labels: "
             f"{', '.join(labels) or 'none'}"
         )
+    spec_plot = data.get("plot")
+    if spec_plot is not None and (
+        not isinstance(spec_plot, list) or not all(isinstance(k, str) for k in spec_plot)
+    ):
+        raise OptdfaError(f"{source}: 'plot' must be a list of swept keys, got {spec_plot!r}")
     spec = SweepSpec(
         name=name,
         description=description,
@@ -235,9 +249,16 @@ def sweep_from_dict(
         grid={k: list(v) for k, v in grid.items()},
         points=[dict(p) for p in points],
         reference=reference,
+        plot=spec_plot,
         source=source,
         settings=settings,
     )
+    missing = [k for k in spec_plot or [] if k not in spec.axes]
+    if missing:
+        raise OptdfaError(
+            f"{source}: 'plot' names {', '.join(missing)}, which the sweep does not vary; "
+            f"swept keys: {', '.join(spec.axes)}"
+        )
     runs = spec.expand()  # resolves and validates every point
     seen: dict[str, int] = {}
     for run in runs:
