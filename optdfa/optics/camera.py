@@ -227,7 +227,7 @@ class Camera:
         scale: float = 1.0,
         workspace: Workspace | None = None,
     ) -> torch.Tensor:
-        """Frames of intensity ``(n, pixels)`` → camera output (DN, or e⁻ without ADC).
+        """Frames of non-negative intensity ``(n, pixels)`` → camera output (DN, or e⁻ without ADC).
 
         ``scale`` multiplies the intensity first (lets the caller fold a unit change into the
         photo-conversion). The input tensor is overwritten and returned when it is float32 and
@@ -308,7 +308,7 @@ class Camera:
                     x = t.apply(x, noise)
             return x
         read_var = read.sigma_e**2 if read is not None else 0.0
-        mean.clamp_(min=0)
+        # mean ≥ 0: intensities are |field|² scaled by non-negative factors (see expose)
         # pixels that need the stage-by-stage treatment: exact Poisson, or able to saturate
         limit = math.inf
         if well is not None and not self._saturation_shadowed(well, read, after):

@@ -44,12 +44,22 @@ from optdfa.optics.workspace import Workspace
 PIXEL_FLOOR = 0.01
 
 
+_WEIGHTS: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def _bit_weights(k: int, device: torch.device) -> torch.Tensor:
+    key = (k, str(device))
+    if key not in _WEIGHTS:
+        _WEIGHTS[key] = 2 ** torch.arange(k, device=device, dtype=torch.int64)
+    return _WEIGHTS[key]
+
+
 def unique_frames(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Distinct rows of bool ``(n, k)`` frames and, per frame, the index of its distinct row."""
     n, k = frames.shape
     if k <= 62:
-        weights = 2 ** torch.arange(k, device=frames.device, dtype=torch.int64)
-        keys = (frames.to(torch.int64) * weights).sum(dim=1)
+        weights = _bit_weights(k, frames.device)
+        keys = (frames.to(torch.int64) * weights).sum(dim=1)  # (int matmul: not on CUDA)
         _, inverse = torch.unique(keys, return_inverse=True)
         first = torch.empty(
             int(inverse.max()) + 1 if n else 0, dtype=torch.int64, device=frames.device
