@@ -152,8 +152,8 @@ class SimOpuBackend(FeedbackBackend):
         generator = self.encoder_generator if self.encoder.stochastic else None
         enc = self.encoder.encode(error.to(torch.float32), generator)
         batch, planes, n = enc.frames.shape
-        measured = decoder.measure(enc.frames.reshape(batch * planes, n))
-        feedback = enc.combine(measured.view(batch, planes, -1))
+        table, index = decoder.measure_indexed(enc.frames.reshape(batch * planes, n))
+        feedback = enc.combine_indexed(table, index)
         feedback.mul_(self.block_std)
         self._count(projections=1, samples=batch)
         return feedback.to(error.dtype)

@@ -52,9 +52,23 @@ class Encoding:
 
     def combine(self, projections: torch.Tensor) -> torch.Tensor:
         """Recombine per-frame linear projections ``(batch, planes, m)`` into ``(batch, m)``."""
-        coeffs = self.coefficients.to(projections.dtype)
-        out = torch.einsum("bpm,p->bm", projections, coeffs)
-        return out * self.scale.to(projections.dtype)[:, None]
+        planes = [projections[:, p] for p in range(self.planes)]
+        return self._combine(planes[0].clone(), planes[1:])
+
+    def combine_indexed(self, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """As :meth:`combine`, frame ``(b, p)``'s projection being ``table[index[b·planes + p]]``."""
+        index = index.view(-1, self.planes)
+        rest = [table[index[:, p]] for p in range(1, self.planes)]
+        return self._combine(table[index[:, 0]], rest)
+
+    def _combine(self, first: torch.Tensor, rest: list[torch.Tensor]) -> torch.Tensor:
+        """``scale ⊙ Σ_p w_p plane_p``, accumulated into ``first`` (a tensor the caller owns)."""
+        coeffs = self.coefficients.tolist()
+        if coeffs[0] != 1:
+            first.mul_(coeffs[0])
+        for plane, c in zip(rest, coeffs[1:], strict=True):
+            first.add_(plane, alpha=c)
+        return first.mul_(self.scale.to(first.dtype)[:, None])
 
     def decode(self) -> torch.Tensor:
         """The error these frames represent, ``(batch, n)`` (the identity projection)."""

@@ -217,8 +217,10 @@ class TransmissionMatrix:
 def _int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """int8 ``(m, k) @ (k, n)`` → int32, exact."""
     if a.device.type == "cuda" and (a.shape[0] <= 16 or a.shape[1] % 8 or b.shape[1] % 8):
-        # cuBLAS int8 kernels need m > 16 and multiples of 8: small cases in int32 (still exact)
-        return a.to(torch.int32) @ b.to(torch.int32)
+        # cuBLAS int8 kernels need m > 16 and multiples of 8 (and CUDA has no int32 matmul):
+        # a float product is exact while the sums stay below the mantissa (2^24, 2^53)
+        dtype = torch.float32 if a.shape[1] * QUANT_LIMIT < 2**24 else torch.float64
+        return (a.to(dtype) @ b.to(dtype)).to(torch.int32)
     return torch._int_mm(a.contiguous(), b.contiguous())
 
 

@@ -420,5 +420,8 @@ def _build(values: dict[str, Any], *, name: str, source: str, where: str) -> Opu
 def profile_field_table() -> str:
     """A Markdown table of every field (name, section, unit, meaning) for the docs."""
     rows = ["| field | section | unit | meaning |", "|---|---|---|---|"]
-    rows += [f"| `{f.name}` | `[{f.section}]` | {f.unit} | {f.doc} |" for f in FIELDS]
+    rows += [
+        f"| `{f.name}` | `[{f.section}]` | {f.unit} | {f.doc.replace('|', chr(92) + '|')} |"
+        for f in FIELDS
+    ]
     return "\n".join(rows)
