@@ -150,9 +150,12 @@ class SimOpuBackend(FeedbackBackend):
         self._check_error(error)
         _, decoder = self._require_ready()
         generator = self.encoder_generator if self.encoder.stochastic else None
-        enc = self.encoder.encode(error.to(torch.float32), generator)
+        private = self.error_bound is not None  # photonic DP: data-independent noise
+        enc = self.encoder.encode(error.to(torch.float32), generator, peak=self.error_bound)
         batch, planes, n = enc.frames.shape
-        table, index = decoder.measure_indexed(enc.frames.reshape(batch * planes, n))
+        table, index = decoder.measure_indexed(
+            enc.frames.reshape(batch * planes, n), every_frame=private
+        )
         feedback = enc.combine_indexed(table, index)
         feedback.mul_(self.block_std)
         self._count(projections=1, samples=batch)

@@ -90,8 +90,18 @@ class Encoder(ABC):
         self, error: torch.Tensor, peak: torch.Tensor, generator: torch.Generator | None
     ) -> Encoding: ...
 
-    def encode(self, error: torch.Tensor, generator: torch.Generator | None = None) -> Encoding:
-        """Encode ``error`` (batch, n); ``generator`` drives stochastic encoders."""
+    def encode(
+        self,
+        error: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        peak: float | None = None,
+    ) -> Encoding:
+        """Encode ``error`` (batch, n); ``generator`` drives stochastic encoders.
+
+        ``peak`` replaces each sample's ``max|e_b|`` by one fixed bound (every ``|e_bk| ≤ peak``):
+        the stochastic and bit-plane scales then no longer depend on the data (photonic DP).
+        """
         if error.ndim != 2:
             raise OptdfaError(
                 f"encoder {self.spec!r} expects an error of shape (batch, n), got {tuple(error.shape)}"
@@ -102,8 +112,16 @@ class Encoder(ABC):
             raise ValueError(f"encoder {self.spec!r} needs a torch.Generator")
         if not error.is_floating_point():
             error = error.float()
-        peak = error.abs().amax(dim=1)
-        return self._encode(error, peak, generator)
+        if peak is None:
+            peaks = error.abs().amax(dim=1)
+        else:
+            if not (math.isfinite(peak) and peak > 0) or bool((error.abs() > peak * 1.00001).any()):
+                raise OptdfaError(
+                    f"encoder {self.spec!r}: error entries exceed the fixed peak {peak}"
+                )
+            error = error.clamp(-peak, peak)  # float rounding of a clipped norm
+            peaks = torch.full(error.shape[:1], float(peak), dtype=error.dtype, device=error.device)
+        return self._encode(error, peaks, generator)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec!r})"

@@ -1,0 +1,236 @@
+"""Collect the noise/quantisation studies into docs/results: figures and the designer's numbers.
+
+    optdfa sweep experiments/noise_quantisation/<study>.toml --out runs/noise_quantisation/<study>
+    python experiments/noise_quantisation/report.py [--runs runs/noise_quantisation]
+
+(``run_all.sh`` does both.) Reads each study's ``results.jsonl`` through the sweep's own
+tables, copies its figures to ``docs/results/noise-quantisation/`` and writes
+``docs/results/noise-quantisation.json``: per study the table of settings (accuracy mean ± std,
+Δ to the reference, fidelity, SNRs, frames), and the answers a hardware designer asks for —
+fewest ADC bits and lowest device SNR within 0.5 pp of the ideal device, encoder accuracy per
+frame, where projection fidelity and accuracy break — plus the figure ``accuracy-vs-snr.png``
+pooling every study that uses the default encoder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+STUDIES = (
+    "adc-bits",
+    "read-noise",
+    "photon-budget",
+    "full-well",
+    "ternary-threshold",
+    "encoder",
+    "reference-power",
+    "medium-drift",
+)
+TOLERANCE_PP = 0.5
+
+
+def _tables(runs: Path) -> dict[str, tuple[Any, list[dict[str, Any]]]]:
+    from optdfa.sweep import load_sweep
+    from optdfa.sweep.report import setting_table
+    from optdfa.sweep.results import latest_rows, read_rows
+
+    out = {}
+    for name in STUDIES:
+        spec = load_sweep(REPO / "experiments" / "noise_quantisation" / f"{name}.toml")
+        rows = latest_rows(read_rows(runs / name / "results.jsonl"))
+        out[name] = (spec, setting_table(spec, rows))
+    return out
+
+
+def _acc(entry: dict[str, Any]) -> float | None:
+    m = entry["test_accuracy"]["mean"]
+    return None if m is None else 100.0 * m
+
+
+def _ref(spec: Any, table: list[dict[str, Any]], label: str) -> dict[str, Any] | None:
+    return next((e for e in table if e["label"] == label), None)
+
+
+def _paired(entry: dict[str, Any], ref: dict[str, Any] | None) -> tuple[float | None, float | None]:
+    """Mean and standard error of the per-seed accuracy difference to ``ref`` (same seeds), pp."""
+    if ref is None:
+        return None, None
+    base = {r["seed"]: r["test_accuracy"] for r in ref["rows"]}
+    diffs = [
+        100.0 * (r["test_accuracy"] - base[r["seed"]]) for r in entry["rows"] if r["seed"] in base
+    ]
+    if not diffs:
+        return None, None
+    mean = statistics.fmean(diffs)
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None
+    return mean, se
+
+
+def _row(
+    entry: dict[str, Any], ref_acc: float | None, ref: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    acc = _acc(entry)
+    paired, paired_se = _paired(entry, ref)
+    return {
+        "paired_delta_pp": paired,
+        "paired_delta_se_pp": paired_se,
+        "setting": entry["label"] or entry["params"],
+        "params": entry["params"],
+        "runs_ok": entry["ok"],
+        "runs": entry["runs"],
+        "failed": len(entry["failed"]),
+        "accuracy": acc,
+        "accuracy_std": None if acc is None else 100.0 * entry["test_accuracy"]["std"],
+        "delta_pp": None if acc is None or ref_acc is None else acc - ref_acc,
+        "fidelity": entry["projection_fidelity"]["mean"],
+        "snr_db": entry["projection_snr_db"]["mean"],
+        "device_snr_db": entry["device_snr_db"]["mean"],
+        "frames_per_step": entry["frames_per_step"]["mean"],
+        "wall_seconds": entry["seconds"]["mean"],
+    }
+
+
+def _fewest_within(rows: list[dict[str, Any]], key: str, ascending_better: bool) -> Any:
+    """The smallest value of ``key`` from which on every setting is within tolerance."""
+    ranked = sorted(
+        (r for r in rows if key in r["params"]),
+        key=lambda r: r["params"][key],
+        reverse=not ascending_better,
+    )
+    best = None
+    for r in reversed(ranked):  # from the best setting towards the worst
+        ok = r["delta_pp"] is not None and r["delta_pp"] >= -TOLERANCE_PP and r["failed"] == 0
+        if not ok:
+            break
+        best = r["params"][key]
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default=str(REPO / "runs" / "noise_quantisation"))
+    parser.add_argument("--docs", default=str(REPO / "docs" / "results"))
+    args = parser.parse_args(argv)
+    runs, docs = Path(args.runs), Path(args.docs)
+    figures = docs / "noise-quantisation"
+    figures.mkdir(parents=True, exist_ok=True)
+    tables = _tables(runs)
+    result: dict[str, Any] = {"tolerance_pp": TOLERANCE_PP, "studies": {}}
+    pooled = []
+    for name, (spec, table) in tables.items():
+        ideal = _ref(spec, table, "ideal device")
+        digital = _ref(spec, table, "digital")
+        ref = ideal or digital
+        ref_acc = _acc(ref) if ref else None
+        rows = [_row(e, ref_acc, ref) for e in table]
+        result["studies"][name] = {
+            "description": spec.description,
+            "reference": ref["label"] if ref else None,
+            "reference_accuracy": ref_acc,
+            "digital_accuracy": _acc(digital) if digital else None,
+            "seeds": len(spec.seeds),
+            "rows": rows,
+            "wall_seconds_total": sum(
+                (e["seconds"]["mean"] or 0) * e["seconds"]["n"] for e in table
+            ),
+        }
+        for fig in (runs / name).glob("*.png"):
+            shutil.copy(fig, figures / f"{name}--{fig.name}")
+        if name != "encoder" and name != "ternary-threshold" and ideal:
+            pooled += [
+                (name, r)
+                for r in rows
+                if r["device_snr_db"] is not None and not isinstance(r["setting"], str)
+            ]
+    s = result["studies"]
+    answers: dict[str, Any] = {}
+    if "adc-bits" in s:
+        answers["fewest_adc_bits"] = _fewest_within(s["adc-bits"]["rows"], "opu.adc_bits", False)
+    if "read-noise" in s:
+        answers["largest_read_noise_e"] = _fewest_within(
+            s["read-noise"]["rows"], "opu.read_noise_e", True
+        )
+    if "photon-budget" in s:
+        answers["lowest_photon_rate"] = _fewest_within(
+            s["photon-budget"]["rows"], "opu.photon_rate", False
+        )
+    within = [r for _, r in pooled if r["delta_pp"] is not None and r["delta_pp"] >= -TOLERANCE_PP]
+    outside = [r for _, r in pooled if r["delta_pp"] is None or r["delta_pp"] < -TOLERANCE_PP]
+    answers["lowest_device_snr_db_within"] = min((r["device_snr_db"] for r in within), default=None)
+    answers["highest_device_snr_db_outside"] = max(
+        (r["device_snr_db"] for r in outside), default=None
+    )
+    answers["lowest_fidelity_within"] = min(
+        (r["fidelity"] for r in within if r["fidelity"] is not None), default=None
+    )
+    answers["highest_fidelity_outside"] = max(
+        (r["fidelity"] for r in outside if r["fidelity"] is not None), default=None
+    )
+    if "encoder" in s:
+        answers["encoders"] = [
+            {
+                "encoder": r["params"].get("opu.encoder", r["setting"]),
+                "accuracy": r["accuracy"],
+                "accuracy_std": r["accuracy_std"],
+                "frames_per_step": r["frames_per_step"],
+            }
+            for r in s["encoder"]["rows"]
+        ]
+    result["answers"] = answers
+    _snr_figure(pooled, figures / "accuracy-vs-snr.png")
+    (docs / "noise-quantisation.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(json.dumps(answers, indent=2, default=str))
+    return 0
+
+
+def _snr_figure(pooled: list[tuple[str, dict[str, Any]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11.5, 4.3))
+    names = sorted({n for n, _ in pooled})
+    for i, name in enumerate(names):
+        pts = [r for n, r in pooled if n == name and r["delta_pp"] is not None]
+        ax.errorbar(
+            [r["device_snr_db"] for r in pts],
+            [r["delta_pp"] for r in pts],
+            yerr=[r["accuracy_std"] for r in pts],
+            fmt="o",
+            color=f"C{i}",
+            capsize=2,
+            label=name,
+        )
+        bx.plot(
+            [r["fidelity"] for r in pts],
+            [r["delta_pp"] for r in pts],
+            "o",
+            color=f"C{i}",
+            label=name,
+        )
+    for a in (ax, bx):
+        a.axhline(-TOLERANCE_PP, color="k", ls="--", lw=1)
+        a.axhline(0, color="k", lw=0.5)
+        a.set_ylabel("accuracy − ideal device (pp)")
+        a.grid(alpha=0.3)
+        a.set_ylim(bottom=max(-30, a.get_ylim()[0]))
+    ax.set_xlabel("device SNR of the recovered projection (dB)")
+    bx.set_xlabel("projection fidelity (cosine with the exact projection)")
+    ax.legend(fontsize=7)
+    fig.suptitle("DFA on digits, Aurora-class device varied one figure at a time (mean over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
