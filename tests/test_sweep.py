@@ -219,3 +219,31 @@ def test_shipped_study_files_are_valid():
     for f in files:
         spec = load_sweep(f)
         assert len(spec.seeds) >= 3, f
+
+
+def test_projection_quality_is_exact_for_digital_and_degrades_with_device_noise():
+    from optdfa.models import build_model
+    from optdfa.rules import DirectFeedbackAlignment, cross_entropy
+    from optdfa.seeding import torch_generator
+    from optdfa.sweep.projection import projection_quality
+
+    gen = torch_generator(0, "test")
+    x = torch.randn(64, 20, generator=gen)
+    y = torch.randint(0, 10, (64,), generator=gen)
+    model = build_model("mlp", (20,), 10, hidden=[32], activation="tanh", generator=gen)
+
+    def quality(backend, **options):
+        rule = DirectFeedbackAlignment(backend, seed=0, **options)
+        rule.attach(model, x[:2])
+        return projection_quality(rule, model, cross_entropy, x, y, repeats=2)
+
+    exact = quality("digital")
+    assert exact["projection_fidelity"] == pytest.approx(1.0, abs=1e-6)
+    assert exact["projection_snr_db"] > 100 and exact["device_snr_db"] is None
+    ideal = quality("sim-opu", profile="ideal", overrides={"encoder": "bitplane:8"})
+    assert ideal["device_snr_db"] > 80  # float32 rounding only
+    assert 0.99 < ideal["projection_fidelity"] < 1  # 8-bit encoding error only
+    noisy = quality("sim-opu", profile="lighton-aurora", overrides={"read_noise_e": 300.0})
+    clean = quality("sim-opu", profile="lighton-aurora")
+    assert noisy["device_snr_db"] < clean["device_snr_db"] - 5
+    assert noisy["projection_fidelity"] < clean["projection_fidelity"] < 1
