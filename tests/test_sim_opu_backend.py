@@ -184,3 +184,13 @@ def test_cli_flags(tmp_path, capsys):
     )
     assert "'adc_bits' must be between 1 and 16" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
+
+
+def test_infinite_profile_values_survive_the_run_files(tmp_path):
+    out = tmp_path / "inf"
+    args = ["train", "--backend", "sim-opu", "--opu", "poisson_exact_below_e=inf", "--epochs", "1"]
+    args += ["--train-subset", "100", "--hidden", "16", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rule"]["backend"]["profile_fields"]["poisson_exact_below_e"] == "inf"
+    assert "poisson_exact_below_e = inf" in (out / "config.toml").read_text()

@@ -27,6 +27,7 @@ path; default ``lighton-aurora``), ``overrides`` (profile fields to change),
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -46,6 +47,13 @@ from optdfa.optics.profile import load_profile
 from optdfa.seeding import derive_seed
 
 DEFAULT_PROFILE = "lighton-aurora"
+
+
+def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
+    """Non-finite floats (``poisson_exact_below_e = inf``) as strings, for JSON files."""
+    return {
+        k: str(v) if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()
+    }
 
 
 class SimOpuBackend(FeedbackBackend):
@@ -150,7 +158,7 @@ class SimOpuBackend(FeedbackBackend):
         self._check_error(error)
         _, decoder = self._require_ready()
         generator = self.encoder_generator if self.encoder.stochastic else None
-        enc = self.encoder.encode(error.to(torch.float32), generator)
+        enc = self.encoder.encode(error.to(torch.float32), generator, check_finite=False)
         batch, planes, n = enc.frames.shape
         table, index = decoder.measure_indexed(enc.frames.reshape(batch * planes, n))
         feedback = enc.combine_indexed(table, index)
@@ -180,8 +188,8 @@ class SimOpuBackend(FeedbackBackend):
             "name": self.name,
             "profile": self.profile.name,
             "profile_source": self.profile.source,
-            "overrides": self.overrides,
-            "profile_fields": self.profile.fields(),
+            "overrides": _json_safe(self.overrides),
+            "profile_fields": _json_safe(self.profile.fields()),
             "n_out": layout.n_out,
             "n_feedback": layout.n_feedback,
             "encoder": self.encoder.spec,

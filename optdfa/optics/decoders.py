@@ -146,15 +146,23 @@ class LinearDecoder(ABC):
         else:
             distinct, inverse = frames, None
         nonzero = distinct.any(dim=1)
-        shown = distinct[nonzero]
+        if bool(nonzero.all()):
+            shown, position = distinct, None
+        else:
+            shown = distinct[nonzero]
         k = shown.shape[0]
         table = torch.empty(k + 1, self.n_out, device=self.norm.device)
         table[k] = 0
         if k:
             self._measure_distinct(shown, table[:k])
-        position = torch.full((distinct.shape[0],), k, dtype=torch.int64, device=nonzero.device)
-        position[nonzero] = torch.arange(k, device=nonzero.device)
-        index = position if inverse is None else position[inverse]
+        if k != distinct.shape[0]:
+            position = torch.full((distinct.shape[0],), k, dtype=torch.int64, device=frames.device)
+            position[nonzero] = torch.arange(k, device=frames.device)
+            index = position if inverse is None else position[inverse]
+        elif inverse is not None:
+            index = inverse
+        else:
+            index = torch.arange(k, device=frames.device)
         return table, index.to(table.device)
 
     def measure(self, frames: torch.Tensor) -> torch.Tensor:
@@ -232,7 +240,10 @@ class ReferenceDecoder(LinearDecoder):
 
     def _measure_distinct(self, frames: torch.Tensor, out: torch.Tensor) -> None:
         u = frames.shape[0]
-        shown = torch.cat((self._with_reference(frames, True), self._with_reference(frames, False)))
+        shown = torch.zeros(2 * u, self.n_signal + 1, dtype=torch.bool, device=frames.device)
+        shown[:u, :-1] = frames  # with the reference block …
+        shown[:u, -1] = True
+        shown[u:, :-1] = frames  # … and without it
         dn = transform_into(self.device, shown, self._workspace.get("dn", (2 * u, self.n_out)))
         torch.sub(dn[:u], dn[u:], out=out)
         out.sub_(self.reference).mul_(self.norm)
