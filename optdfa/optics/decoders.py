@@ -56,16 +56,13 @@ def _bit_weights(k: int, device: torch.device) -> torch.Tensor:
 
 def unique_frames(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Distinct rows of bool ``(n, k)`` frames and, per frame, the index of its distinct row."""
-    n, k = frames.shape
+    k = frames.shape[1]
     if k <= 62:
+        # pack each frame into an int64 key; the distinct keys unpack into the distinct frames
         weights = _bit_weights(k, frames.device)
         keys = (frames.to(torch.int64) * weights).sum(dim=1)  # (int matmul: not on CUDA)
-        _, inverse = torch.unique(keys, return_inverse=True)
-        first = torch.empty(
-            int(inverse.max()) + 1 if n else 0, dtype=torch.int64, device=frames.device
-        )
-        first.scatter_(0, inverse, torch.arange(n, device=frames.device))
-        return frames[first], inverse
+        distinct_keys, inverse = torch.unique(keys, return_inverse=True)
+        return (distinct_keys[:, None] & weights) != 0, inverse
     uniq, inverse = torch.unique(frames, dim=0, return_inverse=True)
     return uniq, inverse
 
