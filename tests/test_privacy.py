@@ -79,8 +79,8 @@ def test_more_device_noise_gives_a_larger_noise_multiplier_and_smaller_epsilon()
     assert 0 < z[0] < z[1] < z[2]
     eps = [epsilon(v, 0.02, 900, 1e-5) for v in z]
     assert eps[0] > eps[1] > eps[2]
-    dim = photonic_mechanism(sim_backend(photon_rate=0.1)).noise_multiplier
-    bright = photonic_mechanism(sim_backend(photon_rate=10.0)).noise_multiplier
+    dim = photonic_mechanism(sim_backend(photon_rate=0.1, adc=False)).noise_multiplier
+    bright = photonic_mechanism(sim_backend(photon_rate=10.0, adc=False)).noise_multiplier
     assert dim > bright  # a shot-noise-limited device gets relatively noisier as light fades
     ideal = create_backend("sim-opu", profile="ideal", overrides={"encoder": "stochastic"})
     ideal.setup(LAYOUT, seed=1, device=torch.device("cpu"), dtype=torch.float32)

@@ -224,13 +224,13 @@ class Camera:
         intensity: torch.Tensor,
         noise: NoiseSource | torch.Generator | None = None,
         *,
-        scale: float = 1.0,
+        scale: float | torch.Tensor = 1.0,
         workspace: Workspace | None = None,
     ) -> torch.Tensor:
         """Frames of non-negative intensity ``(n, pixels)`` → camera output (DN, or e⁻ without ADC).
 
-        ``scale`` multiplies the intensity first (lets the caller fold a unit change into the
-        photo-conversion). The input tensor is overwritten and returned when it is float32 and
+        ``scale`` (a number, or a tensor broadcasting against the intensity, e.g. one laser
+        power factor per frame ``(n, 1)``) multiplies the intensity first. The input tensor is overwritten and returned when it is float32 and
         contiguous. ``workspace`` provides scratch buffers (else they are allocated).
         """
         workspace = workspace if workspace is not None else Workspace(intensity.device)

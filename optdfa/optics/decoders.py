@@ -56,16 +56,13 @@ def _bit_weights(k: int, device: torch.device) -> torch.Tensor:
 
 def unique_frames(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Distinct rows of bool ``(n, k)`` frames and, per frame, the index of its distinct row."""
-    n, k = frames.shape
+    k = frames.shape[1]
     if k <= 62:
+        # pack each frame into an int64 key; the distinct keys unpack into the distinct frames
         weights = _bit_weights(k, frames.device)
         keys = (frames.to(torch.int64) * weights).sum(dim=1)  # (int matmul: not on CUDA)
-        _, inverse = torch.unique(keys, return_inverse=True)
-        first = torch.empty(
-            int(inverse.max()) + 1 if n else 0, dtype=torch.int64, device=frames.device
-        )
-        first.scatter_(0, inverse, torch.arange(n, device=frames.device))
-        return frames[first], inverse
+        distinct_keys, inverse = torch.unique(keys, return_inverse=True)
+        return (distinct_keys[:, None] & weights) != 0, inverse
     uniq, inverse = torch.unique(frames, dim=0, return_inverse=True)
     return uniq, inverse
 
@@ -152,15 +149,23 @@ class LinearDecoder(ABC):
         nonzero = distinct.any(dim=1)
         if every_frame:
             nonzero = torch.ones_like(nonzero)
-        shown = distinct[nonzero]
+        if bool(nonzero.all()):
+            shown, position = distinct, None
+        else:
+            shown = distinct[nonzero]
         k = shown.shape[0]
         table = torch.empty(k + 1, self.n_out, device=self.norm.device)
         table[k] = 0
         if k:
             self._measure_distinct(shown, table[:k])
-        position = torch.full((distinct.shape[0],), k, dtype=torch.int64, device=nonzero.device)
-        position[nonzero] = torch.arange(k, device=nonzero.device)
-        index = position if inverse is None else position[inverse]
+        if k != distinct.shape[0]:
+            position = torch.full((distinct.shape[0],), k, dtype=torch.int64, device=frames.device)
+            position[nonzero] = torch.arange(k, device=frames.device)
+            index = position if inverse is None else position[inverse]
+        elif inverse is not None:
+            index = inverse
+        else:
+            index = torch.arange(k, device=frames.device)
         return table, index.to(table.device)
 
     def measure(self, frames: torch.Tensor, *, every_frame: bool = False) -> torch.Tensor:
@@ -238,7 +243,10 @@ class ReferenceDecoder(LinearDecoder):
 
     def _measure_distinct(self, frames: torch.Tensor, out: torch.Tensor) -> None:
         u = frames.shape[0]
-        shown = torch.cat((self._with_reference(frames, True), self._with_reference(frames, False)))
+        shown = torch.zeros(2 * u, self.n_signal + 1, dtype=torch.bool, device=frames.device)
+        shown[:u, :-1] = frames  # with the reference block …
+        shown[:u, -1] = True
+        shown[u:, :-1] = frames  # … and without it
         dn = transform_into(self.device, shown, self._workspace.get("dn", (2 * u, self.n_out)))
         torch.sub(dn[:u], dn[u:], out=out)
         out.sub_(self.reference).mul_(self.norm)

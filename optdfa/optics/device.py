@@ -229,10 +229,11 @@ class SimulatedOPU:
         re, im = f[:, 0], f[:, 1]
         torch.mul(re, re, out=out)
         out.addcmul_(im, im)
-        if self.profile.power_jitter > 0:
-            z = self.noise.normal_(torch.empty(n, device=self.device))
-            out.mul_(z.mul_(self.profile.power_jitter).add_(1).clamp_(min=0)[:, None])
-        self.camera.expose(out, self.noise, scale=scale * scale, workspace=self.workspace)
+        gain: float | torch.Tensor = scale * scale
+        if self.profile.power_jitter > 0:  # one laser power factor per frame
+            z = self.noise.normal_(torch.empty(n, 1, device=self.device))
+            gain = z.mul_(self.profile.power_jitter).add_(1).clamp_(min=0).mul_(gain)
+        self.camera.expose(out, self.noise, scale=gain, workspace=self.workspace)
         self.count_frames(n)
         return out
 

@@ -41,7 +41,7 @@ class Encoding:
 
     #: ``(batch, planes, n)`` bool
     frames: torch.Tensor
-    #: ``(planes,)`` float: signed weight of each plane
+    #: ``(planes,)`` float (CPU): signed weight of each plane
     coefficients: torch.Tensor
     #: ``(batch,)`` float: amplitude of each sample (error units per frame unit)
     scale: torch.Tensor
@@ -87,7 +87,11 @@ class Encoder(ABC):
 
     @abstractmethod
     def _encode(
-        self, error: torch.Tensor, peak: torch.Tensor, generator: torch.Generator | None
+        self,
+        error: torch.Tensor,
+        magnitude: torch.Tensor,
+        peak: torch.Tensor,
+        generator: torch.Generator | None,
     ) -> Encoding: ...
 
     def encode(
@@ -95,10 +99,12 @@ class Encoder(ABC):
         error: torch.Tensor,
         generator: torch.Generator | None = None,
         *,
+        check_finite: bool = True,
         peak: float | None = None,
     ) -> Encoding:
         """Encode ``error`` (batch, n); ``generator`` drives stochastic encoders.
 
+        ``check_finite=False`` skips the NaN/inf check (for callers that made it already).
         ``peak`` replaces each sample's ``max|e_b|`` by one fixed bound (every ``|e_bk| ≤ peak``):
         the stochastic and bit-plane scales then no longer depend on the data (photonic DP).
         """
@@ -106,33 +112,31 @@ class Encoder(ABC):
             raise OptdfaError(
                 f"encoder {self.spec!r} expects an error of shape (batch, n), got {tuple(error.shape)}"
             )
-        if not torch.isfinite(error).all():
+        if check_finite and not torch.isfinite(error).all():
             raise OptdfaError(f"encoder {self.spec!r} received a non-finite error (NaN or inf)")
         if self.stochastic and generator is None:
             raise ValueError(f"encoder {self.spec!r} needs a torch.Generator")
         if not error.is_floating_point():
             error = error.float()
         if peak is None:
-            peaks = error.abs().amax(dim=1)
-        else:
-            if not (math.isfinite(peak) and peak > 0) or bool((error.abs() > peak * 1.00001).any()):
-                raise OptdfaError(
-                    f"encoder {self.spec!r}: error entries exceed the fixed peak {peak}"
-                )
-            error = error.clamp(-peak, peak)  # float rounding of a clipped norm
-            peaks = torch.full(error.shape[:1], float(peak), dtype=error.dtype, device=error.device)
-        return self._encode(error, peaks, generator)
+            magnitude = error.abs()
+            return self._encode(error, magnitude, magnitude.amax(dim=1), generator)
+        if not (math.isfinite(peak) and peak > 0) or bool((error.abs() > peak * 1.00001).any()):
+            raise OptdfaError(f"encoder {self.spec!r}: error entries exceed the fixed peak {peak}")
+        error = error.clamp(-peak, peak)  # float rounding of a clipped norm
+        peaks = torch.full(error.shape[:1], float(peak), dtype=error.dtype, device=error.device)
+        return self._encode(error, error.abs(), peaks, generator)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec!r})"
 
 
-def _signed_planes(ternary: torch.Tensor) -> torch.Tensor:
-    """``(batch, n)`` values in {−1, 0, 1} → ``(batch, 2, n)`` bool: positive part, negative part."""
-    return torch.stack((ternary > 0, ternary < 0), dim=1)
+def _signed_planes(error: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``(batch, 2, n)`` bool: kept entries of the positive part, of the negative part."""
+    return torch.stack(((error > 0) & keep, (error < 0) & keep), dim=1)
 
 
-_PLUS_MINUS = (1.0, -1.0)
+_PLUS_MINUS = torch.tensor([1.0, -1.0])
 
 
 class TernaryEncoder(Encoder):
@@ -147,14 +151,16 @@ class TernaryEncoder(Encoder):
         self.spec = f"ternary:{self.threshold:g}"
 
     def _encode(
-        self, error: torch.Tensor, peak: torch.Tensor, generator: torch.Generator | None
+        self,
+        error: torch.Tensor,
+        magnitude: torch.Tensor,
+        peak: torch.Tensor,
+        generator: torch.Generator | None,
     ) -> Encoding:
-        keep = error.abs() > (self.threshold * peak)[:, None]
-        t = torch.sign(error) * keep
-        norm2 = keep.sum(dim=1).to(error.dtype)
-        scale = (error * t).sum(dim=1) / norm2.clamp_min(1)
-        coeffs = torch.tensor(_PLUS_MINUS, dtype=error.dtype, device=error.device)
-        return Encoding(_signed_planes(t), coeffs, scale)
+        keep = magnitude > (self.threshold * peak)[:, None]
+        # ⟨e, t⟩ = Σ |e_k| over kept entries, ‖t‖² = number of kept entries
+        scale = (magnitude * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1)
+        return Encoding(_signed_planes(error, keep), _PLUS_MINUS, scale)
 
 
 class StochasticTernaryEncoder(Encoder):
@@ -165,13 +171,15 @@ class StochasticTernaryEncoder(Encoder):
     spec = "stochastic"
 
     def _encode(
-        self, error: torch.Tensor, peak: torch.Tensor, generator: torch.Generator | None
+        self,
+        error: torch.Tensor,
+        magnitude: torch.Tensor,
+        peak: torch.Tensor,
+        generator: torch.Generator | None,
     ) -> Encoding:
-        prob = error.abs() / peak.clamp_min(torch.finfo(error.dtype).tiny)[:, None]
+        prob = magnitude / peak.clamp_min(torch.finfo(error.dtype).tiny)[:, None]
         u = torch.rand(error.shape, generator=generator, device=error.device, dtype=error.dtype)
-        t = torch.sign(error) * (u < prob)
-        coeffs = torch.tensor(_PLUS_MINUS, dtype=error.dtype, device=error.device)
-        return Encoding(_signed_planes(t), coeffs, peak.clone())
+        return Encoding(_signed_planes(error, u < prob), _PLUS_MINUS, peak)
 
 
 class BitPlaneEncoder(Encoder):
@@ -183,22 +191,26 @@ class BitPlaneEncoder(Encoder):
         self.bits = bits
         self.planes = 2 * bits
         self.spec = f"bitplane:{bits}"
+        powers = 2.0 ** torch.arange(bits, dtype=torch.float64)
+        self._coefficients = torch.cat((powers, -powers)).float()
 
     def _encode(
-        self, error: torch.Tensor, peak: torch.Tensor, generator: torch.Generator | None
+        self,
+        error: torch.Tensor,
+        magnitude: torch.Tensor,
+        peak: torch.Tensor,
+        generator: torch.Generator | None,
     ) -> Encoding:
         levels = 2**self.bits - 1
         step = peak / levels
-        q = torch.round(error.abs() / step.clamp_min(torch.finfo(error.dtype).tiny)[:, None])
+        q = torch.round(magnitude / step.clamp_min(torch.finfo(error.dtype).tiny)[:, None])
         q = q.clamp_(0, levels).to(torch.int32)
         powers = 2 ** torch.arange(self.bits, device=error.device, dtype=torch.int32)
         bits = (q[:, None, :] & powers[None, :, None]) != 0  # (batch, K, n)
         positive = (error > 0)[:, None, :]
         negative = (error < 0)[:, None, :]
         frames = torch.cat((bits & positive, bits & negative), dim=1)
-        pw = powers.to(error.dtype)
-        coeffs = torch.cat((pw, -pw))
-        return Encoding(frames, coeffs, step)
+        return Encoding(frames, self._coefficients, step)
 
 
 def parse_encoder(spec: str) -> Encoder:
