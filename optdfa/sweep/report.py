@@ -111,11 +111,11 @@ def summary_markdown(spec: SweepSpec, table: list[dict[str, Any]], stale: int) -
         + (f" (`{spec.reference}`)" if spec.reference else " (no reference set)")
         + "; alignment = final gradient alignment with backprop (needs `align_every`); "
         "fidelity = cosine of the delivered feedback with the exact projection; SNR in dB; "
-        "frames per training step; device seconds and joules per run; wall seconds per run.",
+        "frames per training step; device seconds and joules per run; wall and CPU seconds per run.",
         "",
         "| setting | runs | accuracy % | Δ pp | alignment | fidelity | SNR dB | device SNR dB "
-        "| frames/step | device s | J | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| frames/step | device s | J | wall s | CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in table:
         acc = e["test_accuracy"]["mean"]
@@ -126,7 +126,7 @@ def summary_markdown(spec: SweepSpec, table: list[dict[str, Any]], stale: int) -
             f"| {_fmt(e['projection_fidelity'], 1, 4)} | {_fmt(e['projection_snr_db'], 1, 1)} "
             f"| {_fmt(e['device_snr_db'], 1, 1)} | {_fmt(e['frames_per_step'], 1, 1)} "
             f"| {_fmt(e['device_seconds'], 1, 2)} | {_fmt(e['energy_joules'], 1, 1)} "
-            f"| {_fmt(e['seconds'], 1, 1)} |"
+            f"| {_fmt(e['seconds'], 1, 1)} | {_fmt(e['cpu_seconds'], 1, 1)} |"
         )
     failed = [(e, seed, err) for e in table for seed, err in e["failed"]]
     if failed:

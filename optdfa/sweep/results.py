@@ -13,7 +13,9 @@ cosine of the DFA and backprop signals, all layers, from the ``alignment`` diagn
 epoch when the run measured them — ``align_every > 0`` — else empty), ``final_update_alignment``,
 ``projection_fidelity``, ``projection_snr_db``, ``device_snr_db`` (see
 :mod:`optdfa.sweep.projection`), ``frames``, ``frames_per_step``, ``device_seconds``,
-``energy_joules``, ``epochs``, ``steps``, ``seconds`` (wall time of the run), ``finished_at``.
+``energy_joules``, ``epochs``, ``steps``, ``seconds`` (wall time of the run), ``cpu_seconds`` (CPU
+time of the process that trained it: the run's cost on an idle core when it used one thread),
+``finished_at``.
 Rows also keep ``params`` (the swept keys and values) and ``config`` (the resolved training
 config).
 """
@@ -59,6 +61,7 @@ COLUMNS = (
     "epochs",
     "steps",
     "seconds",
+    "cpu_seconds",
     "finished_at",
 )
 
@@ -73,6 +76,7 @@ METRICS = (
     "device_seconds",
     "energy_joules",
     "seconds",
+    "cpu_seconds",
 )
 
 

@@ -99,9 +99,10 @@ def run_point(point: Point, runs_dir: str | None = None) -> dict[str, Any]:
 
     config = point.config
     data = _dataset(config)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = train(config, None, progress=False, data=data)
     seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start
     s = result.summary
     steps = s.get("steps") or 0
     row: dict[str, Any] = {
@@ -115,6 +116,7 @@ def run_point(point: Point, runs_dir: str | None = None) -> dict[str, Any]:
         "device_seconds": s.get("device_seconds"),
         "energy_joules": s.get("energy_joules"),
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
     }
     row.update(_final_alignment(result.metrics, s))
     trained = data.to(result.model.parameters().__next__().device)
