@@ -51,6 +51,7 @@ class TrainConfig:
     lr_schedule: str = "constant"  # cosine: anneal to 0 over `epochs`, stepped per epoch
     seed: int = 0
     device: str = "cpu"
+    align_every: int = 0  # alignment diagnostics every N optimizer steps (0: off, no cost)
 
     # -- conversion -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -119,6 +120,11 @@ class TrainConfig:
             raise OptdfaError(
                 f"weight decay must be a non-negative number, got {self.weight_decay}"
             )
+        if self.align_every < 0:
+            raise OptdfaError(
+                f"align every must be a non-negative integer (0 turns the diagnostics off), "
+                f"got {self.align_every}"
+            )
         if self.seed < 0 or self.data_seed < 0:
             raise OptdfaError("seeds must be non-negative integers")
         for name in ("hidden", "channels"):
@@ -152,6 +158,7 @@ _FIELD_TYPES: dict[str, Any] = {
     "lr_schedule": str,
     "seed": int,
     "device": str,
+    "align_every": int,
 }
 
 

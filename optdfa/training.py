@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from optdfa.alignment import AlignmentHook
 from optdfa.config import TrainConfig, dumps_config, load_config
 from optdfa.data import Dataset, load_dataset
 from optdfa.errors import OptdfaError, TrainingDiverged
@@ -34,7 +35,7 @@ from optdfa.outputs import (
     atomic_write_text,
     ensure_writable_dir,
 )
-from optdfa.plotting import plot_curves
+from optdfa.plotting import plot_alignment, plot_curves
 from optdfa.rules import LearningRule, loss_for_task, make_rule
 from optdfa.seeding import torch_generator
 
@@ -99,6 +100,7 @@ class Trainer:
     def __post_init__(self) -> None:
         cfg = self.config
         cfg.validate()
+        self.hooks = list(self.hooks)
         self.device = resolve_device(cfg.device)
         if self.data is None:
             self.data = load_dataset(
@@ -125,6 +127,13 @@ class Trainer:
             cfg.method, seed=cfg.seed, backend=cfg.backend, backend_options=cfg.backend_options
         )
         self.rule.attach(self.model, self.data.x_train[:2])
+        #: the alignment diagnostics (``config.align_every > 0``), else None: no cost at all
+        self.alignment: AlignmentHook | None = next(
+            (h for h in self.hooks if isinstance(h, AlignmentHook)), None
+        )
+        if self.alignment is None and cfg.align_every > 0:
+            self.alignment = AlignmentHook(cfg.align_every)
+            self.hooks.append(self.alignment)
         self.optimizer = make_optimizer(cfg, self.model.parameters())
         self.scheduler = (
             torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs)
@@ -273,6 +282,8 @@ class Trainer:
             "rule": self.rule.describe(),
         }
         summary.update(self.rule.counters())
+        if self.alignment is not None:
+            summary["alignment"] = self.alignment.summary()
         return summary
 
 
@@ -371,6 +382,9 @@ def train(
                 atomic_torch_save(out / "checkpoint.pt", trainer.state_dict())
                 atomic_write_jsonl(out / "metrics.jsonl", trainer.metrics)
                 plot_curves(trainer.metrics, out / "curves.png", title)
+                if trainer.alignment is not None:
+                    atomic_write_jsonl(out / "alignment.jsonl", trainer.alignment.lines)
+                    plot_alignment(trainer.alignment.lines, out / "alignment.png", title)
     except TrainingDiverged as exc:
         if out is not None:
             summary = trainer.summary(status="diverged")

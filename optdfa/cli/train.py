@@ -53,6 +53,7 @@ _FIELD_FLAGS = (
     "lr_schedule",
     "seed",
     "device",
+    "align_every",
 )
 _TEACHER_FLAGS = ("input_dim", "hidden", "outputs", "noise", "n_train", "n_test", "task")
 
@@ -127,6 +128,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="seed of init, feedback matrix, data order, noise (default 0)",
     )
     g.add_argument("--device", choices=DEVICES, help="torch device (default cpu)")
+    g = p.add_argument_group("diagnostics")
+    g.add_argument(
+        "--align-every",
+        type=non_negative_int,
+        metavar="N",
+        help="measure gradient/weight alignment with backprop every N steps into "
+        "alignment.jsonl and alignment.png (default 0: off, no cost)",
+    )
     g = p.add_argument_group("run")
     g.add_argument("--config", help="TOML file of config fields (flags given here override it)")
     g.add_argument("--out", help="output folder (default runs/<dataset>-<method>-<time>)")
