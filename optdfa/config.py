@@ -39,6 +39,7 @@ class TrainConfig:
     channels: list[int] = field(default_factory=lambda: [32, 64])  # cnn only
     kernel_size: int = 5  # cnn only
     activation: str = "tanh"
+    readout_init_scale: float = 1.0  # multiplies the output layer's initial weights
     method: str = "dfa"
     backend: str = "digital"  # dfa only
     backend_options: dict[str, Any] = field(default_factory=dict)
@@ -114,6 +115,10 @@ class TrainConfig:
             raise OptdfaError(f"train subset must be a positive integer, got {self.train_subset}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise OptdfaError(f"lr must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.readout_init_scale) and self.readout_init_scale >= 0):
+            raise OptdfaError(
+                f"readout init scale must be a non-negative number, got {self.readout_init_scale}"
+            )
         if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
             raise OptdfaError(f"momentum must be in [0, 1), got {self.momentum}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
@@ -146,6 +151,7 @@ _FIELD_TYPES: dict[str, Any] = {
     "channels": list,
     "kernel_size": int,
     "activation": str,
+    "readout_init_scale": float,
     "method": str,
     "backend": str,
     "backend_options": dict,

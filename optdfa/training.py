@@ -121,6 +121,7 @@ class Trainer:
             channels=cfg.channels,
             kernel_size=cfg.kernel_size,
             generator=gen,
+            readout_scale=cfg.readout_init_scale,
         ).to(self.device)
         self.loss_fn = loss_for_task(self.data.task)
         self.rule = make_rule(

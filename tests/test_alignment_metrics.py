@@ -144,3 +144,10 @@ def test_effective_feedback_of_conv_blocks_sums_positions_per_channel():
     conv[0, 0, 0, :] = 0.5
     conv[1, 1, 0, :] = 1.0
     assert feedback_conditioning(conv.reshape(2, 6), (3, 1, 2)) == pytest.approx(2.0)
+
+
+def test_feedback_with_fewer_channels_than_outputs_is_singular():
+    # 3 error directions cannot all reach 2 channels: some errors give no feedback at all
+    block = torch.randn(3, 2 * 4 * 4, generator=torch.Generator().manual_seed(4))
+    assert feedback_conditioning(block, (2, 4, 4)) == SINGULAR_KAPPA
+    assert feedback_conditioning(block[:, :2], (2,)) == SINGULAR_KAPPA

@@ -119,3 +119,12 @@ def test_cli_align_every(tmp_path):
     bad = _cli("train", "--align-every", "-2", "--out", str(tmp_path / "bad"), cwd=tmp_path)
     assert bad.returncode != 0 and "non-negative integer" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_readout_init_scale_scales_only_the_output_layer():
+    base = Trainer(optdfa.TrainConfig(**BASE), progress=False).model
+    small = Trainer(optdfa.TrainConfig(**BASE, readout_init_scale=0.01), progress=False).model
+    assert torch.equal(base[1].weight, small[1].weight)
+    assert torch.allclose(small[-1].weight, 0.01 * base[-1].weight)
+    with pytest.raises(optdfa.OptdfaError, match="readout init scale"):
+        optdfa.TrainConfig(readout_init_scale=-1.0).validate()

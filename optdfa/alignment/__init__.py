@@ -16,6 +16,7 @@ from optdfa.alignment.measure import (
     LayerInfo,
     Measurement,
     measure_alignment,
+    reference_feedback,
     reference_layout,
 )
 from optdfa.alignment.metrics import (
@@ -50,6 +51,7 @@ __all__ = [
     "feedback_conditioning",
     "measure_alignment",
     "per_sample_cosine",
+    "reference_feedback",
     "reference_layout",
     "signal_alignment",
     "update_alignment",

@@ -19,12 +19,10 @@ from optdfa.alignment.measure import (
     QUANTITIES,
     REFERENCE_QUANTITIES,
     measure_alignment,
-    reference_layout,
+    reference_feedback,
 )
-from optdfa.backends.digital import DigitalBackend
 from optdfa.errors import OptdfaError
 from optdfa.rules import Backprop
-from optdfa.seeding import derive_seed
 
 if TYPE_CHECKING:
     from optdfa.training import Trainer
@@ -75,20 +73,8 @@ class AlignmentHook:
 
     def _setup_reference(self, trainer: Trainer, x: torch.Tensor) -> None:
         self._reference_ready = True
-        if not isinstance(trainer.rule, Backprop):
-            return
-        layout = reference_layout(trainer.model, x[:2])
-        if layout is None:
-            return
-        param = next(trainer.model.parameters())
-        backend = DigitalBackend()
-        backend.setup(
-            layout,
-            seed=derive_seed(trainer.config.seed, "feedback"),
-            device=param.device,
-            dtype=param.dtype,
-        )
-        self._reference = (layout, backend.feedback_matrix())
+        if isinstance(trainer.rule, Backprop):
+            self._reference = reference_feedback(trainer.model, x[:2], trainer.config.seed)
 
     def on_step(self, trainer: Trainer, step: int, x: torch.Tensor, y: torch.Tensor) -> None:
         if step % self.every:

@@ -30,6 +30,7 @@ from optdfa.alignment.metrics import (
     weight_alignment,
 )
 from optdfa.backends import FeedbackLayout
+from optdfa.backends.digital import DigitalBackend
 from optdfa.errors import OptdfaError
 from optdfa.rules import (
     Backprop,
@@ -41,6 +42,7 @@ from optdfa.rules import (
     LearningRule,
     LossFn,
 )
+from optdfa.seeding import derive_seed
 
 #: the quantities of every measurement, in the order they are logged
 QUANTITIES = ("signal", "update", "weight", "cond", "feedback_cond")
@@ -311,6 +313,25 @@ def reference_layout(model: nn.Module, example_input: torch.Tensor) -> FeedbackL
         return None
     shapes = [(name, tuple(trace.points[name].shape[1:])) for name in trace.point_order]
     return FeedbackLayout.from_shapes(trace.output.shape[1], shapes)
+
+
+def reference_feedback(
+    model: nn.Module, example_input: torch.Tensor, seed: int
+) -> tuple[FeedbackLayout, torch.Tensor] | None:
+    """The feedback matrix ``(n_out, n_feedback)`` that ``dfa`` (digital backend) would draw for
+    ``model`` with run seed ``seed``, with its layout; ``None`` if the model has no feedback point.
+
+    It lets a ``bp`` (or any) run be measured against the B a DFA run of the same seed uses.
+    """
+    layout = reference_layout(model, example_input)
+    if layout is None:
+        return None
+    param = next(model.parameters())
+    backend = DigitalBackend()
+    backend.setup(
+        layout, seed=derive_seed(seed, "feedback"), device=param.device, dtype=param.dtype
+    )
+    return layout, backend.feedback_matrix()
 
 
 def _fill(params: list[nn.Parameter], grads: Sequence[torch.Tensor | None]) -> list[torch.Tensor]:

@@ -207,5 +207,13 @@ def effective_feedback(block: torch.Tensor, shape: Sequence[int]) -> torch.Tenso
 
 
 def feedback_conditioning(block: torch.Tensor, shape: Sequence[int]) -> float:
-    """:func:`condition_number` of :func:`effective_feedback` (``∞`` ↦ :data:`SINGULAR_KAPPA`)."""
-    return condition_number(effective_feedback(block, shape))
+    """Condition number of the map ``e ↦ e·B̄`` from the ``n_out`` error directions to the
+    :func:`effective_feedback` ``B̄`` (``σ_max/σ_min`` of its ``n_out`` singular values).
+
+    With fewer units (channels) than outputs some error directions produce no feedback at all:
+    the map is singular and the result is :data:`SINGULAR_KAPPA`.
+    """
+    eff = effective_feedback(block, shape)
+    if eff.shape[1] < eff.shape[0]:
+        return SINGULAR_KAPPA
+    return condition_number(eff)

@@ -42,6 +42,7 @@ _FIELD_FLAGS = (
     "channels",
     "kernel_size",
     "activation",
+    "readout_init_scale",
     "method",
     "backend",
     "epochs",
@@ -95,6 +96,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--kernel-size", type=positive_int, help="cnn kernel size (default 5)")
     g.add_argument(
         "--activation", choices=ACTIVATIONS, help=f"hidden activation (default {d.activation})"
+    )
+    g.add_argument(
+        "--readout-init-scale",
+        type=non_negative_float,
+        help="multiply the output layer's initial weights (default 1; small: near-zero output)",
     )
     g = p.add_argument_group("learning rule and feedback backend")
     g.add_argument("--method", choices=METHODS, help=f"learning rule (default {d.method})")

@@ -1,0 +1,300 @@
+"""Experiment 3 — layer order: in a deep network trained with DFA, alignment proceeds from the
+bottom layers to the top.
+
+A tanh MLP with ≥ 4 hidden layers learns MNIST with DFA (SGD with momentum). Every few steps we
+log each hidden layer's gradient alignment (per-sample cosine of DFA's signal with backprop's)
+and each layer's weight alignment (W_l vs B_lᵀ B_{l−1}; output: W_L vs B_{L−1}). Alignment keeps
+growing slowly through training instead of reaching a flat plateau, so the primary
+time-to-alignment of a layer is the first step at which its (smoothed) alignment reaches a
+level common to all layers: half the smallest final alignment among the compared layers
+(averaged over seeds). We also report the step at which each layer has made 90 % of its own rise
+(as in experiment 1). The claim reproduces if the mean time-to-alignment grows strictly from the
+bottom layer to the top for both the gradient and the weight alignment ("partially" if the
+bottom layer is first and one of the two orders holds).
+
+Run from the repository root::
+
+    python -m experiments.align_then_memorise.layer_order --data-dir DIR [--quick] [--seeds N]
+    python -m experiments.align_then_memorise.layer_order --data-dir DIR --backend sim-opu --profile lighton-aurora
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
+
+from experiments.align_then_memorise import common  # noqa: E402
+from optdfa.config import TrainConfig  # noqa: E402
+from optdfa.data import load_dataset  # noqa: E402
+
+MODULE = "experiments.align_then_memorise.layer_order"
+NAME = "atm-layer-order"
+CLAIM = (
+    "In deep non-linear networks (MNIST) the align-then-memorise process proceeds layer by layer, "
+    "from the bottom of the network to the top: lower layers align first."
+)
+
+FULL = {
+    "hidden": [256, 256, 256, 256],
+    "activation": "tanh",
+    "lr": 0.05,
+    "momentum": 0.9,
+    "batch_size": 128,
+    "epochs": 10,
+    "train_subset": None,
+    "every": 5,
+    "smooth": 3,
+    "seeds": 5,
+}
+QUICK = {**FULL, "epochs": 2, "train_subset": 12_800, "seeds": 3}
+
+
+def config(
+    settings: dict[str, Any], seed: int, data_dir: str | None, backend: dict[str, Any]
+) -> TrainConfig:
+    return TrainConfig(
+        dataset="mnist",
+        data_dir=data_dir,
+        train_subset=settings["train_subset"],
+        model="mlp",
+        hidden=list(settings["hidden"]),
+        activation=settings["activation"],
+        method="dfa",
+        optimizer="sgd",
+        lr=settings["lr"],
+        momentum=settings["momentum"],
+        batch_size=settings["batch_size"],
+        epochs=settings["epochs"],
+        seed=seed,
+        align_every=settings["every"],
+        **backend,
+    )
+
+
+def curves(run: common.Run, settings: dict[str, Any]) -> dict[str, Any]:
+    n_hidden = len(settings["hidden"])
+    w = settings["smooth"]
+    signal = [common.smooth(run.series("signal", layer), w) for layer in range(n_hidden)]
+    # weight alignment is defined from the second layer to the output layer
+    weight = [common.smooth(run.series("weight", layer), w) for layer in range(1, n_hidden + 1)]
+    return {"steps": run.steps, "signal": signal, "weight": weight}
+
+
+def final(curve: np.ndarray, tail: float = 0.1) -> float:
+    return float(np.nanmean(curve[-max(1, int(len(curve) * tail)) :]))
+
+
+def ordered(times: list[int | None]) -> bool:
+    return all(t is not None for t in times) and all(
+        a < b for a, b in zip(times, times[1:], strict=False)
+    )
+
+
+def figure(
+    runs: list[dict[str, Any]], timing: dict[str, Any], settings: dict[str, Any], title: str
+) -> Any:
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
+    n_hidden = len(settings["hidden"])
+    cmap = plt.get_cmap("viridis")
+    steps = np.maximum(runs[0]["steps"], 1)
+    for layer in range(n_hidden):
+        color = cmap(layer / max(1, n_hidden))
+        common.plot_band(
+            axes[0], steps, [r["signal"][layer] for r in runs], f"hidden layer {layer + 1}", color
+        )
+        label = f"W{layer + 2}" + (" (output)" if layer == n_hidden - 1 else "")
+        common.plot_band(axes[1], steps, [r["weight"][layer] for r in runs], label, color)
+    axes[0].axhline(timing["signal_level"], color="k", ls=":", lw=1, label="common level")
+    axes[1].axhline(
+        timing["weight_level"],
+        color="k",
+        ls=":",
+        lw=1,
+        label="common level (W2…W" + str(n_hidden) + ")",
+    )
+    for ax, ylabel in ((axes[0], "gradient alignment"), (axes[1], "weight alignment")):
+        ax.set_xscale("log")
+        ax.set_xlabel("SGD step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    ax = axes[2]
+    sig = timing["signal_time_to_level"]
+    wts = timing["weight_time_to_level"]
+    xs = np.arange(1, n_hidden + 1)
+    ax.errorbar(
+        xs,
+        [s["mean"] for s in sig],
+        yerr=[s["std"] for s in sig],
+        fmt="o-",
+        capsize=4,
+        label="gradient alignment (hidden layer l)",
+    )
+    ax.errorbar(
+        xs[1:] + 0.05,
+        [s["mean"] for s in wts[:-1]],
+        yerr=[s["std"] for s in wts[:-1]],
+        fmt="s--",
+        capsize=4,
+        label="weight alignment (W_l, hidden)",
+    )
+    ax.set_xticks(xs)
+    ax.set_xlabel("layer l (1 = bottom)")
+    ax.set_ylabel("steps to reach the common level")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the experiment (``argv``: command-line arguments); returns the JSON payload."""
+    p = common.parser(__doc__.splitlines()[0], data=True, backend=True)
+    args = p.parse_args(argv)
+    out = common.prepare(args)
+    settings = dict(QUICK if args.quick else FULL)
+    if args.seeds:
+        settings["seeds"] = args.seeds
+    backend = common.dfa_backend(args)
+    start = time.perf_counter()
+    data = load_dataset("mnist", data_dir=args.data_dir, train_subset=settings["train_subset"])
+    n_hidden = len(settings["hidden"])
+    runs, accuracies = [], []
+    for seed in range(settings["seeds"]):
+        run = common.train_run(config(settings, seed, args.data_dir, backend), data=data)
+        runs.append(curves(run, settings))
+        accuracies.append(run.trainer.metrics[-1]["test_accuracy"])
+        print(
+            f"seed {seed}: test accuracy {100 * accuracies[-1]:.2f} %, final gradient alignment "
+            f"per hidden layer {[round(final(c), 3) for c in runs[-1]['signal']]} ({run.seconds:.0f} s)",
+            flush=True,
+        )
+    finals_signal = [
+        common.stats([final(r["signal"][layer]) for r in runs]) for layer in range(n_hidden)
+    ]
+    finals_weight = [
+        common.stats([final(r["weight"][layer]) for r in runs]) for layer in range(n_hidden)
+    ]
+    # the common level: half the smallest mean final alignment of the compared layers
+    signal_level = 0.5 * min(s["mean"] for s in finals_signal)
+    weight_level = 0.5 * min(s["mean"] for s in finals_weight[:-1])
+    per_seed = []
+    for r in runs:
+        steps = r["steps"]
+        per_seed.append(
+            {
+                "signal_time_to_level": [
+                    common.time_to_level(steps, c, signal_level) for c in r["signal"]
+                ],
+                "signal_time_to_90pct": [common.time_to_rise(steps, c) for c in r["signal"]],
+                "weight_time_to_level": [
+                    common.time_to_level(steps, c, weight_level) for c in r["weight"]
+                ],
+                "weight_time_to_90pct": [common.time_to_rise(steps, c) for c in r["weight"]],
+            }
+        )
+    timing: dict[str, Any] = {"signal_level": signal_level, "weight_level": weight_level}
+    for key in (
+        "signal_time_to_level",
+        "signal_time_to_90pct",
+        "weight_time_to_level",
+        "weight_time_to_90pct",
+    ):
+        timing[key] = [common.stats([s[key][layer] for s in per_seed]) for layer in range(n_hidden)]
+    mean_signal_times = [s["mean"] for s in timing["signal_time_to_level"]]
+    mean_weight_times = [s["mean"] for s in timing["weight_time_to_level"][:-1]]
+    spearman = [
+        float(spearmanr(range(n_hidden), s["signal_time_to_level"]).statistic)
+        if all(t is not None for t in s["signal_time_to_level"])
+        else None
+        for s in per_seed
+    ]
+    signal_order, weight_order = ordered(mean_signal_times), ordered(mean_weight_times)
+    first_signal, first_weight = mean_signal_times[0], mean_weight_times[0]
+    bottom_first = (
+        first_signal is not None
+        and first_signal == min(t for t in mean_signal_times if t is not None)
+        and first_weight is not None
+        and first_weight == min(t for t in mean_weight_times if t is not None)
+    )
+    if signal_order and weight_order:
+        verdict = "reproduced"
+    elif bottom_first and (signal_order or weight_order):
+        verdict = "partially reproduced"
+    else:
+        verdict = "not reproduced"
+    summary = {
+        "test_accuracy": common.stats(accuracies),
+        "final_signal": finals_signal,
+        "final_weight": finals_weight,
+        "timing": timing,
+        "signal_order_bottom_to_top_per_seed": [
+            ordered(s["signal_time_to_level"]) for s in per_seed
+        ],
+        "weight_order_bottom_to_top_per_seed": [
+            ordered(s["weight_time_to_level"][:-1]) for s in per_seed
+        ],
+        "spearman_layer_vs_time_per_seed": spearman,
+        "signal_order_bottom_to_top_mean": signal_order,
+        "weight_order_bottom_to_top_mean": weight_order,
+        "bottom_layer_first": bottom_first,
+    }
+    suffix = common.backend_suffix(args)
+    title = (
+        f"Layer order, DFA, MLP 784-{'-'.join(map(str, settings['hidden']))}-10 {settings['activation']} "
+        f"on MNIST, {settings['seeds']} seeds (±1 std), test accuracy "
+        f"{common.fmt({k: (100 * v if isinstance(v, float) else v) for k, v in summary['test_accuracy'].items()}, 2)} %"
+        + (
+            f" — {backend['backend']} {backend['backend_options'].get('profile', '')}"
+            if suffix
+            else ""
+        )
+    )
+    payload = {
+        "experiment": "layer_order",
+        "claim": CLAIM,
+        "command": common.command_line(MODULE, argv),
+        "quick": args.quick,
+        "settings": {**settings, **backend},
+        "summary": summary,
+        "per_seed": per_seed,
+        "reproduced": verdict == "reproduced",
+        "verdict": verdict,
+        "curves": {
+            "signal": [
+                common.curve_band(runs[0]["steps"], [r["signal"][layer] for r in runs])
+                for layer in range(n_hidden)
+            ],
+            "weight": [
+                common.curve_band(runs[0]["steps"], [r["weight"][layer] for r in runs])
+                for layer in range(n_hidden)
+            ],
+        },
+        "seconds": time.perf_counter() - start,
+    }
+    json_path, png_path = common.write(
+        out, NAME + suffix, payload, figure(runs, timing, settings, title)
+    )
+    print(
+        "steps for the gradient alignment of hidden layers 1..L-1 to reach "
+        f"{signal_level:.3f}: {[common.fmt(s, 0) for s in timing['signal_time_to_level']]}\n"
+        "steps for the weight alignment of W2..W(L-1) to reach "
+        f"{weight_level:.3f}: {[common.fmt(s, 0) for s in timing['weight_time_to_level'][:-1]]}\n"
+        f"bottom-to-top order: gradient alignment {signal_order}, weight alignment {weight_order}, "
+        f"bottom layer first {bottom_first} -> {verdict}\n{json_path}\n{png_path}"
+    )
+
+    return payload
+
+
+if __name__ == "__main__":
+    common.main_guard(main)
