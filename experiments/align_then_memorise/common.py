@@ -8,6 +8,7 @@ import platform
 import shlex
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,6 +181,13 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
+def tail_mean(values: np.ndarray, tail: float) -> float | None:
+    """Mean of the last ``tail`` fraction of a curve (NaNs ignored); ``None`` if all are NaN."""
+    chunk = np.asarray(values, dtype=float)[-max(1, int(len(values) * tail)) :]
+    chunk = chunk[~np.isnan(chunk)]
+    return float(chunk.mean()) if chunk.size else None
+
+
 def time_to_rise(
     steps: np.ndarray, values: np.ndarray, fraction: float = FRACTION, tail: float = 0.5
 ) -> int | None:
@@ -243,7 +251,8 @@ def curve_band(steps: np.ndarray, curves: list[np.ndarray], points: int = 200) -
     """Mean and std over seeds of curves sampled at the same steps, thinned to ≈ ``points``."""
     stack = np.vstack(curves)
     keep = np.unique(np.linspace(0, len(steps) - 1, min(points, len(steps))).astype(int))
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: undefined quantities
         mean = np.nanmean(stack, axis=0)
         std = np.nanstd(stack, axis=0, ddof=1) if len(curves) > 1 else np.zeros_like(mean)
 
@@ -260,7 +269,8 @@ def plot_band(
     stack = np.vstack(curves)
     if log:
         stack = np.log(stack)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: undefined quantities
         mean = np.nanmean(stack, axis=0)
         std = np.nanstd(stack, axis=0, ddof=1) if len(curves) > 1 else np.zeros_like(mean)
     low, mid, high = mean - std, mean, mean + std
@@ -270,8 +280,10 @@ def plot_band(
     ax.fill_between(steps, low, high, color=color, alpha=0.2, lw=0)
 
 
-def time_to_level(steps: np.ndarray, values: np.ndarray, level: float) -> int | None:
+def time_to_level(steps: np.ndarray, values: np.ndarray, level: float | None) -> int | None:
     """First step where a (smoothed) curve reaches ``level``; ``None`` if it never does."""
+    if level is None:
+        return None
     ok = ~np.isnan(values)
     hit = np.flatnonzero(values[ok] >= level)
     return int(steps[ok][hit[0]]) if hit.size else None

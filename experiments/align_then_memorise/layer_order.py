@@ -87,8 +87,14 @@ def curves(run: common.Run, settings: dict[str, Any]) -> dict[str, Any]:
     return {"steps": run.steps, "signal": signal, "weight": weight}
 
 
-def final(curve: np.ndarray, tail: float = 0.1) -> float:
-    return float(np.nanmean(curve[-max(1, int(len(curve) * tail)) :]))
+def final(curve: np.ndarray) -> float | None:
+    return common.tail_mean(curve, 0.1)
+
+
+def half_min(values: list[float | None]) -> float | None:
+    """Half the smallest defined value (the common alignment level), or None."""
+    kept = [v for v in values if v is not None]
+    return 0.5 * min(kept) if kept else None
 
 
 def ordered(times: list[int | None]) -> bool:
@@ -111,14 +117,16 @@ def figure(
         )
         label = f"W{layer + 2}" + (" (output)" if layer == n_hidden - 1 else "")
         common.plot_band(axes[1], steps, [r["weight"][layer] for r in runs], label, color)
-    axes[0].axhline(timing["signal_level"], color="k", ls=":", lw=1, label="common level")
-    axes[1].axhline(
-        timing["weight_level"],
-        color="k",
-        ls=":",
-        lw=1,
-        label="common level (W2…W" + str(n_hidden) + ")",
-    )
+    if timing["signal_level"] is not None:
+        axes[0].axhline(timing["signal_level"], color="k", ls=":", lw=1, label="common level")
+    if timing["weight_level"] is not None:
+        axes[1].axhline(
+            timing["weight_level"],
+            color="k",
+            ls=":",
+            lw=1,
+            label="common level (W2…W" + str(n_hidden) + ")",
+        )
     for ax, ylabel in ((axes[0], "gradient alignment"), (axes[1], "weight alignment")):
         ax.set_xscale("log")
         ax.set_xlabel("SGD step")
@@ -175,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         accuracies.append(run.trainer.metrics[-1]["test_accuracy"])
         print(
             f"seed {seed}: test accuracy {100 * accuracies[-1]:.2f} %, final gradient alignment "
-            f"per hidden layer {[round(final(c), 3) for c in runs[-1]['signal']]} ({run.seconds:.0f} s)",
+            f"per hidden layer {[final(c) for c in runs[-1]['signal']]} ({run.seconds:.0f} s)",
             flush=True,
         )
     finals_signal = [
@@ -185,8 +193,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         common.stats([final(r["weight"][layer]) for r in runs]) for layer in range(n_hidden)
     ]
     # the common level: half the smallest mean final alignment of the compared layers
-    signal_level = 0.5 * min(s["mean"] for s in finals_signal)
-    weight_level = 0.5 * min(s["mean"] for s in finals_weight[:-1])
+    signal_level = half_min([s["mean"] for s in finals_signal])
+    weight_level = half_min([s["mean"] for s in finals_weight[:-1]])
     per_seed = []
     for r in runs:
         steps = r["steps"]
@@ -286,9 +294,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     print(
         "steps for the gradient alignment of hidden layers 1..L-1 to reach "
-        f"{signal_level:.3f}: {[common.fmt(s, 0) for s in timing['signal_time_to_level']]}\n"
+        f"{signal_level}: {[common.fmt(s, 0) for s in timing['signal_time_to_level']]}\n"
         "steps for the weight alignment of W2..W(L-1) to reach "
-        f"{weight_level:.3f}: {[common.fmt(s, 0) for s in timing['weight_time_to_level'][:-1]]}\n"
+        f"{weight_level}: {[common.fmt(s, 0) for s in timing['weight_time_to_level'][:-1]]}\n"
         f"bottom-to-top order: gradient alignment {signal_order}, weight alignment {weight_order}, "
         f"bottom layer first {bottom_first} -> {verdict}\n{json_path}\n{png_path}"
     )

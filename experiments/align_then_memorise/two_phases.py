@@ -118,9 +118,9 @@ def analyse(run: common.Run, settings: dict[str, Any]) -> dict[str, Any]:
         "t_log_loss": common.time_to_fall(steps, np.log(test_loss)),
         "final_test_loss": float(test_loss[-1]),
         "initial_test_loss": float(test_loss[0]),
-        "plateau_signal": float(np.nanmean(signal[len(signal) // 2 :])),
-        "final_signal": float(np.nanmean(signal[-max(1, len(signal) // 10) :])),
-        "final_weight": float(np.nanmean(weight[-max(1, len(weight) // 10) :])),
+        "plateau_signal": common.tail_mean(signal, 0.5),
+        "final_signal": common.tail_mean(signal, 0.1),
+        "final_weight": common.tail_mean(weight, 0.1),
         "seconds": run.seconds,
     }
 
@@ -133,8 +133,9 @@ def figure(results: dict[str, list[dict[str, Any]]], title: str) -> Any:
         steps = runs[0]["steps"]
         x = np.maximum(steps, 1)
         common.plot_band(
-            axes[0], x, [r["test_loss"] for r in runs], labels[method].split(" ")[0], colors[method]
-        )
+            axes[0], x, [r["test_loss"] for r in runs], labels[method].split(" ")[0], colors[method],
+            log=True,
+        )  # fmt: skip
         common.plot_band(axes[1], x, [r["signal"] for r in runs], labels[method], colors[method])
         common.plot_band(axes[2], x, [r["weight"] for r in runs], labels[method], colors[method])
     dfa = results["dfa"]
@@ -152,7 +153,7 @@ def figure(results: dict[str, list[dict[str, Any]]], title: str) -> Any:
         ax.set_xlabel("SGD step")
         ax.grid(alpha=0.3)
     axes[0].set_yscale("log")
-    axes[0].set_ylabel("test loss (½ squared error)")
+    axes[0].set_ylabel("test loss (½ squared error; geometric mean, ×÷ std)")
     axes[1].set_ylabel("gradient alignment, hidden layer")
     axes[2].set_ylabel("weight alignment cos(v, b)")
     axes[0].legend(fontsize=8)
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(
                 f"seed {seed} {method}: t_align {r['t_signal']}  t_loss {r['t_loss']} "
                 f"(log loss {r['t_log_loss']})  "
-                f"final test loss {r['final_test_loss']:.4g}  final alignment {r['final_signal']:.3f}  "
+                f"final test loss {r['final_test_loss']:.4g}  final alignment {r['final_signal']}  "
                 f"({r['seconds']:.1f} s)",
                 flush=True,
             )

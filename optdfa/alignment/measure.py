@@ -331,7 +331,7 @@ def reference_feedback(
     backend.setup(
         layout, seed=derive_seed(seed, "feedback"), device=param.device, dtype=param.dtype
     )
-    return layout, backend.feedback_matrix()
+    return layout, backend.B
 
 
 def _fill(params: list[nn.Parameter], grads: Sequence[torch.Tensor | None]) -> list[torch.Tensor]:
