@@ -404,7 +404,10 @@ def _epoch_report(line: dict[str, Any], epochs: int) -> str:
     def pct(v: float | None) -> str:
         return "" if v is None else f" acc {100 * v:6.2f}%"
 
+    align = (line.get("alignment") or {}).get("signal", {}).get("total")
     return (
         f"epoch {line['epoch']:>3}/{epochs}  train loss {line['train_loss']:.4f}{pct(line['train_accuracy'])}"
-        f"  test loss {line['test_loss']:.4f}{pct(line['test_accuracy'])}  ({line['seconds']:.1f} s)"
+        f"  test loss {line['test_loss']:.4f}{pct(line['test_accuracy'])}"
+        + ("" if align is None else f"  gradient alignment {align:.3f}")
+        + f"  ({line['seconds']:.1f} s)"
     )

@@ -89,3 +89,13 @@ def test_experiments_survive_a_backend_that_cannot_report_its_matrix(tmp_path, m
     assert payload["summary"]["dfa"]["final_weight"]["mean"] is None
     assert payload["summary"]["dfa"]["final_signal"]["mean"] > 0.5  # still measured
     assert _files(tmp_path, "atm-two-phases")["summary"]["dfa"]["t_weight"]["n"] == 0
+
+
+def test_conditioning_sweep_follows_marchenko_pastur():
+    sweep = cnn_failure.conditioning_sweep([5, 40, 640], draws=10, n_out=10)
+    narrow, mid, wide = sweep["rows"]
+    assert narrow["mean"] == SINGULAR_KAPPA and narrow["marchenko_pastur"] is None
+    # κ of a 10 × N Gaussian matrix ≈ (1 + sqrt(10/N)) / (1 − sqrt(10/N)): 3 for N = 40
+    assert mid["marchenko_pastur"] == pytest.approx(3.0)
+    assert mid["mean"] == pytest.approx(3.0, rel=0.35)
+    assert wide["mean"] == pytest.approx(wide["marchenko_pastur"], rel=0.1)

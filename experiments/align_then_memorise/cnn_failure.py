@@ -128,15 +128,10 @@ def conditioning_sweep(widths: list[int], draws: int, n_out: int = 10) -> dict[s
             )
             for _ in range(draws)
         ]
-        ratio = min(n_out, width) / max(n_out, width)
-        mp = (1 + ratio**0.5) / (1 - ratio**0.5) if ratio < 1 else float("inf")
-        rows.append(
-            {
-                "width": width,
-                **common.stats(kappas),
-                "marchenko_pastur": None if mp == float("inf") else mp,
-            }
-        )
+        # fewer columns than outputs: singular (some error directions get no feedback)
+        ratio = n_out / width
+        mp = (1 + ratio**0.5) / (1 - ratio**0.5) if ratio < 1 else None
+        rows.append({"width": width, **common.stats(kappas), "marchenko_pastur": mp})
     return {"n_out": n_out, "rows": rows}
 
 

@@ -117,7 +117,6 @@ def solution_alignment(trainer: Trainer, seed: int) -> dict[str, Any]:
         "gradient_alignment": v["signal" if own else "reference_signal"].layers[0],
         "update_alignment": v["update" if own else "reference_update"].layers[0],
         "weight_alignment": v["weight"].layers[1],
-        "alignment_matrix_cond": v["cond"].layers[1],
     }
 
 
@@ -232,7 +231,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "gradient_alignment",
                 "update_alignment",
                 "weight_alignment",
-                "alignment_matrix_cond",
                 "initial_gradient_alignment",
                 "initial_weight_alignment",
             )

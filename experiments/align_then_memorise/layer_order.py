@@ -8,9 +8,10 @@ growing slowly through training instead of reaching a flat plateau, so the prima
 time-to-alignment of a layer is the first step at which its (smoothed) alignment reaches a
 level common to all layers: half the smallest final alignment among the compared layers
 (averaged over seeds). We also report the step at which each layer has made 90 % of its own rise
-(as in experiment 1). The claim reproduces if the mean time-to-alignment grows strictly from the
-bottom layer to the top for both the gradient and the weight alignment ("partially" if the
-bottom layer is first and one of the two orders holds).
+(as in experiment 1). Each layer is compared with the one below by a one-sided paired t-test
+over seeds (p < 0.05). The claim reproduces if every layer aligns significantly later than the
+one below, for both the gradient and the weight alignment; "partially" if only the bottom
+layer is significantly first in both.
 
 Run from the repository root::
 
@@ -28,7 +29,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from scipy.stats import spearmanr  # noqa: E402
+from scipy.stats import spearmanr, ttest_1samp  # noqa: E402
 
 from experiments.align_then_memorise import common  # noqa: E402
 from optdfa.config import TrainConfig  # noqa: E402
@@ -89,6 +90,43 @@ def curves(run: common.Run, settings: dict[str, Any]) -> dict[str, Any]:
 
 def final(curve: np.ndarray) -> float | None:
     return common.tail_mean(curve, 0.1)
+
+
+def pair_tests(
+    times_per_seed: list[list[int | None]], first_layer: int, alpha: float = 0.05
+) -> list[dict[str, Any]]:
+    """For each pair of consecutive layers (l, l+1): is layer l+1 later than layer l?
+
+    One-sided paired t-test over seeds of ``t_{l+1} − t_l`` (seeds where either time is
+    undefined are left out); ``significant`` if p < ``alpha``. A tie within the seed-to-seed
+    noise is not an order.
+    """
+    n_layers = len(times_per_seed[0]) if times_per_seed else 0
+    out = []
+    for layer in range(n_layers - 1):
+        diffs = [
+            t[layer + 1] - t[layer]
+            for t in times_per_seed
+            if t[layer] is not None and t[layer + 1] is not None
+        ]
+        if len(diffs) >= 2 and np.std(diffs) > 0:
+            p = float(ttest_1samp(diffs, 0.0, alternative="greater").pvalue)
+        elif diffs:
+            p = 0.0 if min(diffs) > 0 else 1.0
+        else:
+            p = 1.0
+        out.append(
+            {
+                "lower": first_layer + layer,
+                "upper": first_layer + layer + 1,
+                "mean_difference": float(np.mean(diffs)) if diffs else None,
+                "seeds_in_order": int(sum(d > 0 for d in diffs)),
+                "seeds": len(diffs),
+                "p_value": p,
+                "significant": p < alpha,
+            }
+        )
+    return out
 
 
 def half_min(values: list[float | None]) -> float | None:
@@ -218,25 +256,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "weight_time_to_90pct",
     ):
         timing[key] = [common.stats([s[key][layer] for s in per_seed]) for layer in range(n_hidden)]
-    mean_signal_times = [s["mean"] for s in timing["signal_time_to_level"]]
-    mean_weight_times = [s["mean"] for s in timing["weight_time_to_level"][:-1]]
     spearman = [
         float(spearmanr(range(n_hidden), s["signal_time_to_level"]).statistic)
         if all(t is not None for t in s["signal_time_to_level"])
         else None
         for s in per_seed
     ]
-    signal_order, weight_order = ordered(mean_signal_times), ordered(mean_weight_times)
-    first_signal, first_weight = mean_signal_times[0], mean_weight_times[0]
-    bottom_first = (
-        first_signal is not None
-        and first_signal == min(t for t in mean_signal_times if t is not None)
-        and first_weight is not None
-        and first_weight == min(t for t in mean_weight_times if t is not None)
+    # layer numbers: hidden layer l for the gradient alignment, W_l (l ≥ 2) for the weights
+    signal_pairs = pair_tests([s["signal_time_to_level"] for s in per_seed], first_layer=1)
+    weight_pairs = pair_tests([s["weight_time_to_level"][:-1] for s in per_seed], first_layer=2)
+    signal_order = all(p["significant"] for p in signal_pairs)
+    weight_order = all(p["significant"] for p in weight_pairs)
+    bottom_first = bool(signal_pairs and signal_pairs[0]["significant"]) and bool(
+        weight_pairs and weight_pairs[0]["significant"]
     )
     if signal_order and weight_order:
         verdict = "reproduced"
-    elif bottom_first and (signal_order or weight_order):
+    elif bottom_first:
         verdict = "partially reproduced"
     else:
         verdict = "not reproduced"
@@ -252,8 +288,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ordered(s["weight_time_to_level"][:-1]) for s in per_seed
         ],
         "spearman_layer_vs_time_per_seed": spearman,
-        "signal_order_bottom_to_top_mean": signal_order,
-        "weight_order_bottom_to_top_mean": weight_order,
+        "signal_pairs": signal_pairs,
+        "weight_pairs": weight_pairs,
+        "signal_order_bottom_to_top": signal_order,
+        "weight_order_bottom_to_top": weight_order,
         "bottom_layer_first": bottom_first,
     }
     suffix = common.backend_suffix(args)
@@ -297,8 +335,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{signal_level}: {[common.fmt(s, 0) for s in timing['signal_time_to_level']]}\n"
         "steps for the weight alignment of W2..W(L-1) to reach "
         f"{weight_level}: {[common.fmt(s, 0) for s in timing['weight_time_to_level'][:-1]]}\n"
-        f"bottom-to-top order: gradient alignment {signal_order}, weight alignment {weight_order}, "
-        f"bottom layer first {bottom_first} -> {verdict}\n{json_path}\n{png_path}"
+        f"later than the layer below (one-sided paired t-test, p): gradient alignment "
+        f"{[round(p['p_value'], 4) for p in signal_pairs]}, weight alignment "
+        f"{[round(p['p_value'], 4) for p in weight_pairs]} -> {verdict}\n{json_path}\n{png_path}"
     )
 
     return payload

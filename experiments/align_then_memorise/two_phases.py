@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 from experiments.align_then_memorise import common  # noqa: E402
 from optdfa.config import TrainConfig  # noqa: E402
 from optdfa.data.datasets import TeacherSpec  # noqa: E402
+from optdfa.errors import OptdfaError  # noqa: E402
 
 MODULE = "experiments.align_then_memorise.two_phases"
 NAME = "atm-two-phases"
@@ -166,11 +167,22 @@ def figure(results: dict[str, list[dict[str, Any]]], title: str) -> Any:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the experiment (``argv``: command-line arguments); returns the JSON payload."""
     p = common.parser(__doc__.splitlines()[0], backend=True)
+    p.add_argument(
+        "--readout-init-scale",
+        type=float,
+        default=None,
+        help=f"scale of the student's initial output weights (default {FULL['readout_init_scale']}; "
+        "1 is the standard initialisation)",
+    )
     args = p.parse_args(argv)
     out = common.prepare(args)
     settings = dict(QUICK if args.quick else FULL)
     if args.seeds:
         settings["seeds"] = args.seeds
+    if args.readout_init_scale is not None:
+        if not args.readout_init_scale >= 0:
+            raise OptdfaError("--readout-init-scale must be a non-negative number")
+        settings["readout_init_scale"] = args.readout_init_scale
     backend = common.dfa_backend(args)
     start = time.perf_counter()
     results: dict[str, list[dict[str, Any]]] = {"dfa": [], "bp": []}
@@ -212,12 +224,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     reproduced = all(first)
     suffix = common.backend_suffix(args)
+    if settings["readout_init_scale"] != FULL["readout_init_scale"]:
+        suffix += f"-readout{settings['readout_init_scale']:g}"
     title = (
         f"Two phases, teacher–student (D={settings['input_dim']}, M={settings['teacher_hidden']}, "
-        f"K={settings['student_hidden']}), {len(dfa)} seeds, ±1 std"
+        f"K={settings['student_hidden']}, initial readout ×{settings['readout_init_scale']:g}), "
+        f"{len(dfa)} seeds, ±1 std"
         + (
             f" — DFA on {backend['backend']} {backend['backend_options'].get('profile', '')}"
-            if suffix
+            if backend["backend"] != "digital"
             else ""
         )
     )
