@@ -43,6 +43,7 @@ _FIELD_FLAGS = (
     "channels",
     "kernel_size",
     "activation",
+    "readout_init_scale",
     "method",
     "backend",
     "epochs",
@@ -57,6 +58,7 @@ _FIELD_FLAGS = (
     "dp_delta",
     "dp_clip_error",
     "dp_clip_activation",
+    "align_every",
 )
 _TEACHER_FLAGS = ("input_dim", "hidden", "outputs", "noise", "n_train", "n_test", "task")
 
@@ -98,6 +100,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--kernel-size", type=positive_int, help="cnn kernel size (default 5)")
     g.add_argument(
         "--activation", choices=ACTIVATIONS, help=f"hidden activation (default {d.activation})"
+    )
+    g.add_argument(
+        "--readout-init-scale",
+        type=non_negative_float,
+        help="multiply the output layer's initial weights (default 1; small: near-zero output)",
     )
     g = p.add_argument_group("learning rule and feedback backend")
     g.add_argument("--method", choices=METHODS, help=f"learning rule (default {d.method})")
@@ -166,6 +173,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=positive_float,
         metavar="C",
         help="clip each sample's layer input (with the bias' 1) to norm C in the updates",
+    )
+    g = p.add_argument_group("diagnostics")
+    g.add_argument(
+        "--align-every",
+        type=non_negative_int,
+        metavar="N",
+        help="measure gradient/weight alignment with backprop every N steps into "
+        "alignment.jsonl and alignment.png (default 0: off, no cost)",
     )
     g = p.add_argument_group("run")
     g.add_argument("--config", help="TOML file of config fields (flags given here override it)")
