@@ -90,6 +90,8 @@ def _row(
         "accuracy": acc,
         "accuracy_std": None if acc is None else 100.0 * entry["test_accuracy"]["std"],
         "delta_pp": None if acc is None or ref_acc is None else acc - ref_acc,
+        "gradient_alignment": entry["final_gradient_alignment"]["mean"],
+        "gradient_alignment_std": entry["final_gradient_alignment"]["std"],
         "fidelity": entry["projection_fidelity"]["mean"],
         "snr_db": entry["projection_snr_db"]["mean"],
         "device_snr_db": entry["device_snr_db"]["mean"],
@@ -184,6 +186,14 @@ def main(argv: list[str] | None = None) -> int:
             "highest_fidelity_outside": max(
                 (r["fidelity"] for r in out if r["fidelity"] is not None), default=None
             ),
+            "lowest_gradient_alignment_within": min(
+                (r["gradient_alignment"] for r in inside if r["gradient_alignment"] is not None),
+                default=None,
+            ),
+            "highest_gradient_alignment_outside": max(
+                (r["gradient_alignment"] for r in out if r["gradient_alignment"] is not None),
+                default=None,
+            ),
         }
     answers["per_study"] = per_study
     within = [r for _, r in pooled if r["delta_pp"] is not None and r["delta_pp"] >= -TOLERANCE_PP]
@@ -223,13 +233,14 @@ def _snr_figure(pooled: list[tuple[str, dict[str, Any]]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     floor = -6.0
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11.5, 4.3))
+    fig, (ax, bx, cx) = plt.subplots(1, 3, figsize=(16, 4.3))
     names = sorted({n for n, _ in pooled})
     for i, name in enumerate(names):
         pts = [r for n, r in pooled if n == name and r["delta_pp"] is not None]
-        for a, key in ((ax, "device_snr_db"), (bx, "fidelity")):
-            inside = [r for r in pts if r["delta_pp"] >= floor]
-            below = [r for r in pts if r["delta_pp"] < floor]
+        for a, key in ((ax, "device_snr_db"), (bx, "fidelity"), (cx, "gradient_alignment")):
+            pts_k = [r for r in pts if r[key] is not None]
+            inside = [r for r in pts_k if r["delta_pp"] >= floor]
+            below = [r for r in pts_k if r["delta_pp"] < floor]
             a.errorbar(
                 [r[key] for r in inside],
                 [r["delta_pp"] for r in inside],
@@ -240,7 +251,7 @@ def _snr_figure(pooled: list[tuple[str, dict[str, Any]]], path: Path) -> None:
                 label=name,
             )
             a.plot([r[key] for r in below], [floor + 0.15] * len(below), "v", color=f"C{i}", ms=8)
-    for a in (ax, bx):
+    for a in (ax, bx, cx):
         a.axhline(-TOLERANCE_PP, color="k", ls="--", lw=1)
         a.axhline(0, color="k", lw=0.5)
         a.set_ylabel("accuracy − ideal device (pp, paired by seed)")
@@ -248,6 +259,7 @@ def _snr_figure(pooled: list[tuple[str, dict[str, Any]]], path: Path) -> None:
         a.grid(alpha=0.3)
     ax.set_xlabel("device SNR of the recovered projection (dB)")
     bx.set_xlabel("projection fidelity (cosine with the exact projection)")
+    cx.set_xlabel("final gradient alignment with backprop (cosine)")
     ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(
         "DFA on digits, Aurora-class device varied one figure at a time "
