@@ -85,7 +85,9 @@ def import_lightonml() -> ModuleType:
     version = installed_version()
     check_version(version)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        warnings.filterwarnings(
+            "ignore", message="pkg_resources is deprecated", category=UserWarning
+        )
         try:
             import lightonml
             import lightonml.internal.simulated_device  # noqa: F401
