@@ -21,12 +21,16 @@ from __future__ import annotations
 import json
 import sys
 import types
+import warnings
 from contextlib import contextmanager
 from enum import Enum
 
 import numpy as np
-import pkg_resources
 import torch
+
+with warnings.catch_warnings():  # lightonml itself needs pkg_resources (setuptools<81)
+    warnings.simplefilter("ignore", UserWarning)
+    import pkg_resources
 
 from optdfa.optics import Camera, load_profile
 from optdfa.optics.noise import NoiseSource
@@ -139,7 +143,8 @@ class OpuDevice:
             raise RuntimeError("acquisition timed out")
         intensity = np.abs(self.field(self.mirrors(X))) ** 2
         out = self.camera.expose(torch.from_numpy(intensity.astype(np.float32)), self.noise)
-        Y[:] = out.numpy()[:, : Y.shape[1]].astype(np.uint8)
+        # lightonml pads X to the minimum batch but passes Y unpadded: keep the first rows
+        Y[:] = out.numpy()[: Y.shape[0], : Y.shape[1]].astype(np.uint8)
 
     def field(self, mirrors) -> np.ndarray:
         """Exact complex field (n, pixels) of DMD frames (the tests' oracle)."""

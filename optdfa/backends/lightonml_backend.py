@@ -247,7 +247,7 @@ class SimulatedLightonmlDevice(LightonmlDevice):
     def field(self, frames: torch.Tensor) -> torch.Tensor:
         """Noiseless complex field ``(n, n_out)`` of the current matrix (no frame shown)."""
         matrix = self.opu.device.random_matrix
-        x = self.features(frames).astype(np.float32)
+        x = self.features(frames).astype(np.complex64)
         return torch.from_numpy(np.dot(x, matrix[: self.n_features, : self.n_out]))
 
     def count_frames(self, n: int) -> None:

@@ -219,6 +219,7 @@ class SimulatedOpuDevice(_LightonmlSimulatedDevice):
     def _fields(self, x: np.ndarray) -> np.ndarray:
         """Complex fields ``(n, n_components)`` of frames ``x``; the medium drifts after each."""
         matrix = self._matrix_for(x.shape[1])
+        x = np.asarray(x, dtype=np.complex64)  # one BLAS product, no mixed-type loop
         if self.profile.drift_per_frame <= 0:
             return np.dot(x, matrix)
         full = self._random_matrix
