@@ -83,6 +83,64 @@ def _check_bool(name: str, value: Any) -> bool:
     return value
 
 
+def make_opu(
+    lightonml: Any,
+    profile: OpuProfile,
+    *,
+    n_features: int,
+    n_components: int,
+    seed: int,
+    simulated: bool,
+    noise: bool,
+    config_file: str = "",
+    retries: int = 3,
+    retry_delay_s: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """A closed ``lightonml.OPU`` reading ``n_components`` pixels of ``n_features`` features.
+
+    Simulated: optdfa's noisy drop-in device (``noise``) or lightonml's own simulated device,
+    with ``R`` seeded from ``seed`` (lightonml would always use seed 0). Real: lightonml builds
+    the driver's device from the host's OPU configuration (or ``config_file``); driver errors
+    become clear :class:`OptdfaError` messages, busy and transient ones are retried.
+    """
+    device = None
+    if simulated and noise:
+        from optdfa.integrations.lightonml import SimulatedOpuDevice
+
+        device = SimulatedOpuDevice(profile, seed=seed, output="dn")  # raw codes, as on hardware
+    elif simulated:
+        from lightonml.internal.simulated_device import SimulatedOpuDevice as LightonSim
+
+        device = LightonSim(
+            frametime_us=profile.frame_time_s * 1e6, exposure_us=profile.exposure_s * 1e6
+        )
+        device.build_random_matrix(
+            n_features, n_components, derive_seed(seed, "lightonml-matrix") % 2**32
+        )
+
+    def create() -> Any:
+        try:
+            return lightonml.OPU(
+                n_components=n_components,
+                opu_device=device,
+                max_n_features=n_features,
+                config_file=config_file,
+                open_at_init=False,
+                disable_pbar=True,
+                rescale="none",
+            )
+        except IndexError as exc:  # lightonml's output-ROI check
+            raise OptdfaError(
+                f"{n_components} output pixels requested, more than this OPU's camera region of "
+                f"interest gives ({exc})"
+            ) from None
+
+    return call_with_retries(
+        create, what="connecting to the OPU", retries=retries, delay_s=retry_delay_s, sleep=sleep
+    )
+
+
 class _FrameCounter:
     """Counts the rows lightonml passes to a device (outermost call only: a simulated device's
     ``transform2`` calls its own ``transform1``)."""
@@ -387,46 +445,6 @@ class LightonmlBackend(FeedbackBackend):
         self._sleep: Callable[[float], None] = time.sleep
 
     # -- set-up ----------------------------------------------------------------------------------
-    def _make_opu(self, n_features: int, n_components: int, seed: int) -> Any:
-        p = self.profile
-        device = None
-        if self.simulated and self.noise:
-            from optdfa.integrations.lightonml import SimulatedOpuDevice
-
-            device = SimulatedOpuDevice(p, seed=seed)
-        elif self.simulated:
-            from lightonml.internal.simulated_device import SimulatedOpuDevice as LightonSim
-
-            device = LightonSim(frametime_us=p.frame_time_s * 1e6, exposure_us=p.exposure_s * 1e6)
-            device.build_random_matrix(
-                n_features, n_components, derive_seed(seed, "lightonml-matrix") % 2**32
-            )
-
-        def create() -> Any:
-            try:
-                return self.lightonml.OPU(
-                    n_components=n_components,
-                    opu_device=device,
-                    max_n_features=n_features,
-                    config_file=self.config_file,
-                    open_at_init=False,
-                    disable_pbar=True,
-                    rescale="none",
-                )
-            except IndexError as exc:  # lightonml's output-ROI check
-                raise OptdfaError(
-                    f"the model has {n_components} feedback units, more than this OPU's camera "
-                    f"region of interest gives ({exc})"
-                ) from None
-
-        return call_with_retries(
-            create,
-            what="connecting to the OPU",
-            retries=self.retries,
-            delay_s=self.retry_delay_s,
-            sleep=self._sleep,
-        )
-
     def setup(
         self, layout: FeedbackLayout, *, seed: int, device: torch.device, dtype: torch.dtype
     ) -> None:
@@ -442,7 +460,19 @@ class LightonmlBackend(FeedbackBackend):
         self.close()
         self.layout = layout
         self.seed = seed
-        opu = self._make_opu(n_features, n_pix, seed)
+        opu = make_opu(
+            self.lightonml,
+            p,
+            n_features=n_features,
+            n_components=n_pix,
+            seed=seed,
+            simulated=self.simulated,
+            noise=self.noise,
+            config_file=self.config_file,
+            retries=self.retries,
+            retry_delay_s=self.retry_delay_s,
+            sleep=self._sleep,
+        )
         kind = SimulatedLightonmlDevice if self.simulated else LightonmlDevice
         self.device = kind(
             opu,

@@ -44,7 +44,6 @@ behaviour (open/close, acquisition contexts, pickling of the matrix seed).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
 from typing import Any
@@ -54,7 +53,8 @@ import torch
 
 from optdfa.errors import OptdfaError
 from optdfa.integrations.lightonml_compat import import_lightonml
-from optdfa.optics.camera import ADC, Camera, DarkCurrent
+from optdfa.optics.camera import ADC, Camera
+from optdfa.optics.exposure import black_level, camera_at_exposure
 from optdfa.optics.noise import NoiseSource
 from optdfa.optics.profile import OpuProfile, load_profile
 from optdfa.seeding import derive_seed
@@ -65,26 +65,6 @@ from lightonml.internal.simulated_device import (  # noqa: E402
 )
 
 OUTPUTS = ("intensity", "dn")
-
-
-def camera_at_exposure(camera: Camera, exposure_s: float) -> Camera:
-    """A copy of ``camera`` whose exposure-dependent stages (photo-conversion, dark current)
-    integrate for ``exposure_s`` seconds."""
-    stages = [
-        dataclasses.replace(s, exposure_s=exposure_s) if hasattr(s, "exposure_s") else s
-        for s in camera.stages
-    ]
-    return Camera(stages)
-
-
-def black_level(camera: Camera) -> float:
-    """Mean output of a dark pixel (DN, or e⁻ without ADC): dark charge and ADC offset."""
-    dark = camera.stage("dark_current")
-    charge = dark.mean_e if isinstance(dark, DarkCurrent) and dark.enabled else 0.0
-    adc = camera.stage("adc")
-    if isinstance(adc, ADC) and adc.enabled:
-        return charge / adc.gain_e_per_dn + adc.offset_dn
-    return charge
 
 
 class SimulatedOpuDevice(_LightonmlSimulatedDevice):
@@ -137,7 +117,9 @@ class SimulatedOpuDevice(_LightonmlSimulatedDevice):
         self.anchor_fraction = float(anchor)
         self.base_camera = camera if camera is not None else Camera.from_profile(self.profile)
         self.noise = NoiseSource(int(self.noise_seed), "cpu", streams=1)
-        self.drift_rng = np.random.default_rng(derive_seed(int(self.noise_seed), "opu-drift"))
+        self.drift_generator = torch.Generator()
+        self.drift_generator.manual_seed(derive_seed(int(self.noise_seed), "opu-drift"))
+        self._drift_buffer: torch.Tensor | None = None
         #: camera exposures taken (a linear_transform frame takes two) and their modelled time
         self.frames = 0
         self.device_seconds = 0.0
@@ -189,6 +171,7 @@ class SimulatedOpuDevice(_LightonmlSimulatedDevice):
         super().build_random_matrix(
             n_features, n_components, self.matrix_seed if seed is None else seed
         )
+        self._random_matrix = np.ascontiguousarray(self._random_matrix, dtype=np.complex64)
         self._anchor_calibration.clear()
 
     def _matrix_for(self, n_features: int) -> np.ndarray:
@@ -208,26 +191,26 @@ class SimulatedOpuDevice(_LightonmlSimulatedDevice):
         return matrix
 
     def _drift_step(self) -> None:
-        """One frame of drift: ``R ← ρR + √(1−ρ²)W`` (``W`` with ``R``'s law)."""
-        full = self._random_matrix
+        """One frame of drift: ``R ← ρR + √(1−ρ²)W`` (``W`` with ``R``'s law), in place."""
+        parts = torch.from_numpy(self._random_matrix.view(np.float32))  # shares the memory
         rho = 1.0 - self.profile.drift_per_frame
-        std = math.sqrt(max(0.0, 1.0 - rho * rho)) / math.sqrt(full.shape[0])
-        w = self.drift_rng.standard_normal((2, *full.shape), dtype=np.float32)
-        full *= np.float32(rho)
-        full += (w[0] + 1j * w[1]) * np.float32(std)
+        std = math.sqrt(max(0.0, 1.0 - rho * rho)) / math.sqrt(self._random_matrix.shape[0])
+        if self._drift_buffer is None or self._drift_buffer.shape != parts.shape:
+            self._drift_buffer = torch.empty_like(parts)
+        self._drift_buffer.normal_(generator=self.drift_generator)
+        parts.mul_(rho).add_(self._drift_buffer, alpha=std)
 
     def _fields(self, x: np.ndarray) -> np.ndarray:
         """Complex fields ``(n, n_components)`` of frames ``x``; the medium drifts after each."""
-        matrix = self._matrix_for(x.shape[1])
-        x = np.asarray(x, dtype=np.complex64)  # one BLAS product, no mixed-type loop
+        matrix = torch.from_numpy(self._matrix_for(x.shape[1]))
+        xs = torch.from_numpy(np.asarray(x, dtype=np.complex64))
         if self.profile.drift_per_frame <= 0:
-            return np.dot(x, matrix)
-        full = self._random_matrix
-        out = np.empty((x.shape[0], full.shape[1]), dtype=np.complex64)
-        for t in range(x.shape[0]):
-            out[t] = np.dot(x[t], full[: x.shape[1]])
+            return (xs @ matrix).numpy()
+        out = torch.empty(xs.shape[0], matrix.shape[1], dtype=torch.complex64)
+        for t in range(xs.shape[0]):
+            torch.mm(xs[t : t + 1], matrix, out=out[t : t + 1])
             self._drift_step()
-        return out
+        return out.numpy()
 
     # -- exposure ------------------------------------------------------------------------------
     def expose(self, intensity: np.ndarray) -> torch.Tensor:
@@ -307,7 +290,7 @@ class SimulatedOpuDevice(_LightonmlSimulatedDevice):
         """Noise and drift generators, the (drifted) matrix and the counters: a bit-exact resume."""
         return {
             "noise_rng": self.noise.get_state(),
-            "drift_rng": self.drift_rng.bit_generator.state,
+            "drift_rng": self.drift_generator.get_state(),
             "matrix": None if self._random_matrix is None else self._random_matrix.copy(),
             "frames": self.frames,
             "device_seconds": self.device_seconds,
@@ -315,7 +298,7 @@ class SimulatedOpuDevice(_LightonmlSimulatedDevice):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.noise.set_state(state["noise_rng"])
-        self.drift_rng.bit_generator.state = state["drift_rng"]
+        self.drift_generator.set_state(state["drift_rng"])
         if state["matrix"] is not None:
             self._random_matrix = np.array(state["matrix"], dtype=np.complex64)
         self.frames = int(state["frames"])
@@ -325,7 +308,14 @@ class SimulatedOpuDevice(_LightonmlSimulatedDevice):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         own = self.state_dict()
-        for key in ("noise", "_random_matrix", "_cameras", "_anchor_calibration"):
+        for key in (
+            "noise",
+            "drift_generator",
+            "_drift_buffer",
+            "_random_matrix",
+            "_cameras",
+            "_anchor_calibration",
+        ):
             state.pop(key, None)
         state["optdfa_state"] = own
         return state
@@ -334,6 +324,8 @@ class SimulatedOpuDevice(_LightonmlSimulatedDevice):
         own = state.pop("optdfa_state")
         self.__dict__.update(state)
         self.noise = NoiseSource(int(self.noise_seed), "cpu", streams=1)
+        self.drift_generator = torch.Generator()
+        self._drift_buffer = None
         self._random_matrix = None
         self._cameras = {}
         self._anchor_calibration = {}
