@@ -565,8 +565,7 @@ def analyse(
     sat_pixels = saturated[-1]
     y_sat = float(np.median(ladder[-1].mean[sat_pixels]))
     observed_top = float(max(s.frames.max() for s in ladder))
-    sat_values = ladder[-1].frames[:, sat_pixels]
-    adc_limited = bool(integer and np.all(sat_values == observed_top))
+    adc_limited = bool(integer and abs(y_sat - observed_top) < 0.5)
     usable_max = 0.9 * (y_sat - black)
 
     # per-series photon transfer: jitter-normalised, drift-robust, quantisation-corrected
@@ -582,7 +581,7 @@ def analyse(
             ratio = y.mean(axis=1) / level
             sampling = float(y.var(axis=0, ddof=1).mean()) / (y.shape[1] * level**2)
             if level >= 5.0:
-                jitters.append(float(ratio.var(ddof=1)) - sampling)
+                jitters.append(float(ratio.var(ddof=1)) - sampling)  # jitter² of this series
         yc = y / ratio[:, None]
         lags = min(MAX_LAG, s.frames.shape[0] // 4)
         v = _lag_variances(yc, lags) if use.any() else np.zeros((lags, 0))
@@ -616,6 +615,11 @@ def analyse(
     ptc = fit_photon_transfer(m, v, integer=integer, lo=lo, hi=usable_max)
     gain = ptc["gain"]
     jitter = math.sqrt(max(0.0, float(np.median(jitters)))) if jitters else 0.0
+    jitter_se = (
+        float(np.std(jitters, ddof=1)) / math.sqrt(len(jitters)) / (2 * max(jitter, 1e-12))
+        if len(jitters) > 1
+        else math.inf
+    )
 
     # linearity: pixels that stay well below saturation at every exposure, signal against
     # exposure, fitted with equal relative weight per series
@@ -671,6 +675,7 @@ def analyse(
         "max_code": observed_top,
         "saturated_fraction": sat_fraction,
         "power_jitter": jitter,
+        "power_jitter_se": jitter_se,
         "drift_per_frame": drift,
         "drift_se": drift_se,
         "dark_current_detected": dark_detected,
@@ -984,8 +989,8 @@ def profile_toml(result: Characterisation) -> str:
         lines += ["", f"[{section}]"]
         for f in FIELDS:
             if f.section == section:
-                value = _toml_value(getattr(p, f.name))
-                lines.append(f"{f.name} = {value:<16} # {f.unit}; {result.provenance[f.name]}")
+                line = f"{f.name} = {_toml_value(getattr(p, f.name))}"
+                lines.append(f"{line:<36} # {f.unit}; {result.provenance[f.name]}")
     return "\n".join(lines) + "\n"
 
 
@@ -1026,7 +1031,7 @@ def report_markdown(result: Characterisation) -> str:
         result.profile.photon_rate * result.profile.quantum_efficiency,
         base.photon_rate * base.quantum_efficiency,
     )
-    row("laser power jitter (rms)", m["power_jitter"], base.power_jitter)
+    row("laser power jitter (rms)", m["power_jitter"], base.power_jitter, m["power_jitter_se"])
     row("drift per frame", m["drift_per_frame"], base.drift_per_frame, m["drift_se"])
     lines += [
         "",
@@ -1081,8 +1086,9 @@ def report_markdown(result: Characterisation) -> str:
         "## Method",
         "",
         "Photon transfer per pixel over repeated frames: frame power normalised (jitter), white "
-        "variance σ² = 2V₁ − V₂ from the lag variances V_k = ½⟨(y_{f+k} − y_f)²⟩ (drift cancels), "
-        "minus 1/12 DN² of quantisation; fit σ² = m/g + σ_r²/g² above 0.5 DN of noise "
+        "variance σ² = 2V₁ − V₂ from the lag variances V_k = ½⟨(y_{f+k} − y_f)²⟩ (drift cancels); "
+        "binned by mean signal m and fitted with Q(m/g + σ_r²/g²), Q(x) = x + 1/12 − "
+        "Σ_k e^{−4π²k²x}/(2π²k²) the variance of rounded Gaussian samples "
         f"({m['ptc_points']} pixel points from {_fmt(m['ptc_lower_dn'])} DN). Read noise and "
         "black level: maximum likelihood of the raw codes of the dark and low-signal series "
         "(μ = a_p·t, DN = round((μ + ε)/g + o), ε ~ N(0, μ + σ_r² + (jμ)²)). Full well: "
@@ -1153,7 +1159,11 @@ def plot_characterisation(result: Characterisation, path: Path) -> None:
     ax = axes[1]
     t = np.asarray(result.linearity["exposure_s"]) * 1e6
     s = np.asarray(result.linearity["signal_dn"])
-    ax.loglog(t, np.maximum(s, 1e-3), "o", label="never-saturated pixels")
+    used = np.asarray(result.linearity["used"], dtype=bool)
+    ax.loglog(t[used], s[used], "o", label="never-saturated pixels (fitted)")
+    ax.loglog(
+        t[~used], np.maximum(s[~used], 1e-3), "o", mfc="none", label="below 1 DN (not fitted)"
+    )
     ax.loglog(t, m["linearity_slope_dn_per_s"] * t * 1e-6, "-", label="S = k·t")
     ax.set(
         xlabel="exposure (µs)",

@@ -8,7 +8,8 @@ feature on a contiguous run of mirrors, like LightOn's lined formatting), packs 
 ``transform2`` in batches padded to the configured minimum batch size, and reads uint8 frames.
 
 The optics: a complex Gaussian medium (``E|H|² = 1`` per mirror) on a 64×32 DMD and optdfa's
-:class:`~optdfa.optics.camera.Camera` with Aurora's 8-bit sensor. Failures are injected per test:
+:class:`~optdfa.optics.camera.Camera` with Aurora's 8-bit sensor, integrating for the
+``exposure_us`` lightonml sets. Failures are injected per test:
 ``OpuDevice.fail_open`` (busy: lightonml's pid-file ``ProcessRunningException``) and
 ``OpuDevice.fail_transform`` (a transient ``RuntimeError``), each a count of failing calls.
 ``linear_reconstruction`` shows three frames per input (as a multi-measurement scheme would)
@@ -33,6 +34,7 @@ with warnings.catch_warnings():  # lightonml itself needs pkg_resources (setupto
     import pkg_resources
 
 from optdfa.optics import Camera, load_profile
+from optdfa.optics.exposure import camera_at_exposure
 from optdfa.optics.noise import NoiseSource
 
 DMD_XY = (64, 32)  # lightonml's cartesian (width, height)
@@ -84,7 +86,7 @@ class OpuDevice:
         self.H = (
             (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / np.sqrt(2)
         ).astype(np.complex64)
-        self.camera = Camera.from_profile(fake_profile())
+        self.base_camera = Camera.from_profile(fake_profile())
         self.noise = NoiseSource(12)
         OpuDevice.instances.append(self)
 
@@ -142,7 +144,8 @@ class OpuDevice:
             OpuDevice.fail_transform -= 1
             raise RuntimeError("acquisition timed out")
         intensity = np.abs(self.field(self.mirrors(X))) ** 2
-        out = self.camera.expose(torch.from_numpy(intensity.astype(np.float32)), self.noise)
+        camera = camera_at_exposure(self.base_camera, float(self.exposure_us) * 1e-6)
+        out = camera.expose(torch.from_numpy(intensity.astype(np.float32)), self.noise)
         # lightonml pads X to the minimum batch but passes Y unpadded: keep the first rows
         Y[:] = out.numpy()[: Y.shape[0], : Y.shape[1]].astype(np.uint8)
 
