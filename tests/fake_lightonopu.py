@@ -74,6 +74,8 @@ class OpuDevice:
     fail_open = 0
     fail_transform = 0
     instances: list[OpuDevice] = []
+    #: the device holding the OPU (lightonopu locks it with a pid file)
+    holder: OpuDevice | None = None
 
     def __init__(self, opu_type, frametime_us, exposure_us, seq_nb_prelim, _, verbose, name):
         self.opu_type, self.name = opu_type, name
@@ -98,11 +100,19 @@ class OpuDevice:
             from lightonml.internal.pidfile import ProcessRunningException
 
             raise ProcessRunningException("process already running in /tmp/opu.pid as pid 4242")
+        holder = OpuDevice.holder
+        if holder is not None and holder is not self and holder.active:
+            from lightonml.internal.pidfile import ProcessRunningException
+
+            raise ProcessRunningException("process already running in /tmp/opu.pid as pid 4243")
+        OpuDevice.holder = self
         self.active = True
 
     def close(self):
         self.close_calls += 1
         self.active = False
+        if OpuDevice.holder is self:
+            OpuDevice.holder = None
 
     def reserve(self, n):
         pass
@@ -208,6 +218,7 @@ def install(monkeypatch, tmp_path, *, driver_version="1.4.2", config=None):
     """Install the fake driver; returns the path of the OPU configuration file."""
     OpuDevice.fail_open = OpuDevice.fail_transform = 0
     OpuDevice.instances = []
+    OpuDevice.holder = None
     pkg = types.ModuleType("lightonopu")
     pkg.__version__ = driver_version
     pkg.__path__ = []

@@ -321,3 +321,24 @@ def test_cli_train_simulated_and_missing_device(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "no LightOn OPU found" in err and err.count("\n") == 1
     assert not (tmp_path / "real").exists()
+
+
+def test_noisy_linear_transform_backend():
+    b = _backend(simulated=True, noise=True, linear=True)  # drop-in device, raw-code output
+    e = _errors(32, seed=2)
+    exact = TernaryEncoder(0.1).encode(e).decode() @ b.feedback_matrix()
+    assert _corr(b.project(e), exact) > 0.97
+
+
+def test_hardware_acceptance_checks(monkeypatch, tmp_path):
+    from optdfa.integrations.lightonml_check import format_checks, run_checks
+
+    simulated = run_checks(simulated=True, pixels=512)
+    assert [r.status for r in simulated].count("FAIL") == 0, format_checks(simulated)
+    assert [r.name for r in simulated if r.status == "SKIP"] == ["busy OPU is reported"]
+    config = fake_lightonopu.install(monkeypatch, tmp_path)
+    real = run_checks(config_file=str(config), pixels=512)
+    assert all(r.status == "PASS" for r in real), format_checks(real)
+    assert "frames counted at the driver" in format_checks(real)
+    unconfigured = run_checks(pixels=512)  # the driver is there, the host has no OPU config
+    assert any("no LightOn OPU configured" in r.detail for r in unconfigured if r.status == "FAIL")

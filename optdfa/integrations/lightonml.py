@@ -139,8 +139,10 @@ class SimulatedOpuDevice(_LightonmlSimulatedDevice):
 
     @property
     def output_dtype(self) -> type:
+        """Raw codes (``dn`` output): uint8/uint16 like a real OPU; else, and for the signed
+        output of ``linear_transform``, float32."""
         adc = self.base_camera.stage("adc")
-        if self.output == "dn" and isinstance(adc, ADC) and adc.enabled:
+        if self.output == "dn" and not self._linear and isinstance(adc, ADC) and adc.enabled:
             return np.uint8 if adc.bits <= 8 else np.uint16
         return np.float32
 
