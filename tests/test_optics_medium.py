@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
 from optdfa.optics import FIELD_PER_LSB, ROW_BLOCK, TransmissionMatrix
-from optdfa.optics.medium import QUANT_STD
+from optdfa.optics.medium import LEVEL_MAX, LEVELS, QUANT_STD
 
 
 def test_entries_are_unit_circular_gaussian():
@@ -20,10 +22,19 @@ def test_entries_are_unit_circular_gaussian():
 
 
 def test_levels_are_quantised_gaussians():
+    # the level table is the quantile function of round(20 z) at resolution 2^-16
+    levels = torch.from_numpy(LEVELS.astype(np.int64))
+    values, counts = torch.unique(levels, return_counts=True)
+    z = torch.distributions.Normal(0.0, 1.0)
+    exact = z.cdf((values.double() + 0.5) / QUANT_STD) - z.cdf((values.double() - 0.5) / QUANT_STD)
+    assert float((counts.double() / 2**16 - exact).abs().max()) <= 2**-16
+    assert torch.equal(levels, -levels.flip(0))  # exactly symmetric
+    assert FIELD_PER_LSB**2 * 2 * float(levels.double().square().mean()) == pytest.approx(
+        1, abs=1e-12
+    )
     q = TransmissionMatrix(2000, 50, seed=1).dense_levels()
-    assert q.dtype == torch.int8
+    assert q.dtype == torch.int8 and int(q.abs().max()) <= LEVEL_MAX == 86
     assert abs(float(q.float().std()) - QUANT_STD) < 0.2
-    assert abs(FIELD_PER_LSB**2 * 2 * (QUANT_STD**2 + 1 / 12) - 1) < 1e-12
 
 
 def test_any_tiling_gives_the_same_matrix():
@@ -47,6 +58,8 @@ def test_streamed_product_equals_dense_bit_for_bit_across_row_blocks():
     assert not streamed_tm.fits_dense
     assert torch.equal(dense, streamed)
     assert torch.equal(streamed[2], torch.zeros_like(streamed[2]))
+    # a single frame (the full-scale case) is summed by another code path: same numbers
+    assert torch.equal(streamed_tm.product(frames[3:4]), dense[3:4])
     # and it is the exact integer sum of the selected columns
     q = streamed_tm.levels((n_out - 50, n_out), range(12)).to(torch.int64)  # (2, 50, 12)
     exact = torch.einsum("rjk,nk->nrj", q, frames.to(torch.int64)).float()

@@ -184,3 +184,33 @@ def test_cli_flags(tmp_path, capsys):
     )
     assert "'adc_bits' must be between 1 and 16" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
+
+
+def test_infinite_profile_values_survive_the_run_files(tmp_path):
+    out = tmp_path / "inf"
+    args = ["train", "--backend", "sim-opu", "--opu", "poisson_exact_below_e=inf", "--epochs", "1"]
+    args += ["--train-subset", "100", "--hidden", "16", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rule"]["backend"]["profile_fields"]["poisson_exact_below_e"] == "inf"
+    assert "poisson_exact_below_e = inf" in (out / "config.toml").read_text()
+
+
+def test_recalibration_tracks_a_drifting_medium():
+    def run(every):
+        b = _backend("ideal", drift_per_frame=0.003, recalibrate_every_frames=every)
+        for i in range(30):
+            b.project(_errors(8, seed=i))
+        e = _errors(8, seed=99)
+        expected = TernaryEncoder(0.1).encode(e).decode() @ b.feedback_matrix()
+        fb = b.project(e)
+        return b, _corr(fb, expected), float(fb.std() / expected.std())
+
+    once, corr_once, scale_once = run(0)
+    often, corr_often, scale_often = run(20)
+    assert once.calibration_frames == 2  # the reference and dark frame, once
+    assert often.calibration_frames > 20 * 2
+    assert corr_often > corr_once + 0.1
+    assert abs(scale_often - 1) < abs(scale_once - 1)
+    state = often.state_dict()
+    assert state["calibration_frames"] == often.calibration_frames

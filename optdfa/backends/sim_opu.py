@@ -27,6 +27,7 @@ path; default ``lighton-aurora``), ``overrides`` (profile fields to change),
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -46,6 +47,13 @@ from optdfa.optics.profile import load_profile
 from optdfa.seeding import derive_seed
 
 DEFAULT_PROFILE = "lighton-aurora"
+
+
+def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
+    """Non-finite floats (``poisson_exact_below_e = inf``) as strings, for JSON files."""
+    return {
+        k: str(v) if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()
+    }
 
 
 class SimOpuBackend(FeedbackBackend):
@@ -92,6 +100,7 @@ class SimOpuBackend(FeedbackBackend):
         self.reference_mirrors = 0
         self.signal_mirrors = 0
         self.calibration_frames = 0
+        self._calibrated_at = 0
         self._matrix: torch.Tensor | None = None
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -135,6 +144,7 @@ class SimOpuBackend(FeedbackBackend):
         )
         self.decoder.calibrate()
         self.calibration_frames = self.opu.frames
+        self._calibrated_at = self.opu.frames
         self.encoder_generator = torch.Generator(device=device)
         self.encoder_generator.manual_seed(derive_seed(seed, "encoder"))
         self.block_std = reference_block_std(layout).to(device=device, dtype=torch.float32)
@@ -148,12 +158,18 @@ class SimOpuBackend(FeedbackBackend):
     # -- projection ----------------------------------------------------------------------------------
     def project(self, error: torch.Tensor) -> torch.Tensor:
         self._check_error(error)
-        _, decoder = self._require_ready()
+        opu, decoder = self._require_ready()
+        every = self.profile.recalibrate_every_frames
+        if every and opu.frames - self._calibrated_at >= every:
+            before = opu.frames
+            decoder.calibrate()
+            self.calibration_frames += opu.frames - before
+            self._calibrated_at = opu.frames
         generator = self.encoder_generator if self.encoder.stochastic else None
-        enc = self.encoder.encode(error.to(torch.float32), generator)
+        enc = self.encoder.encode(error.to(torch.float32), generator, check_finite=False)
         batch, planes, n = enc.frames.shape
-        measured = decoder.measure(enc.frames.reshape(batch * planes, n))
-        feedback = enc.combine(measured.view(batch, planes, -1))
+        table, index = decoder.measure_indexed(enc.frames.reshape(batch * planes, n))
+        feedback = enc.combine_indexed(table, index)
         feedback.mul_(self.block_std)
         self._count(projections=1, samples=batch)
         return feedback.to(error.dtype)
@@ -180,8 +196,8 @@ class SimOpuBackend(FeedbackBackend):
             "name": self.name,
             "profile": self.profile.name,
             "profile_source": self.profile.source,
-            "overrides": self.overrides,
-            "profile_fields": self.profile.fields(),
+            "overrides": _json_safe(self.overrides),
+            "profile_fields": _json_safe(self.profile.fields()),
             "n_out": layout.n_out,
             "n_feedback": layout.n_feedback,
             "encoder": self.encoder.spec,
@@ -199,6 +215,8 @@ class SimOpuBackend(FeedbackBackend):
             "opu": opu.state_dict(),
             "decoder": decoder.state_dict(),
             "encoder_rng": self.encoder_generator.get_state(),
+            "calibration_frames": self.calibration_frames,
+            "calibrated_at": self._calibrated_at,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -207,6 +225,8 @@ class SimOpuBackend(FeedbackBackend):
         opu.load_state_dict(state["opu"])
         decoder.load_state_dict(state["decoder"])
         self.encoder_generator.set_state(state["encoder_rng"])
+        self.calibration_frames = int(state["calibration_frames"])
+        self._calibrated_at = int(state["calibrated_at"])
         self._matrix = None
 
     def close(self) -> None:

@@ -34,6 +34,7 @@ import torch
 
 from optdfa.errors import OptdfaError
 from optdfa.optics.noise import NoiseSource, as_noise
+from optdfa.optics.workspace import Workspace
 
 Noise = Any  # a NoiseSource, or anything with normal_like/normal_/poisson
 
@@ -223,38 +224,49 @@ class Camera:
         intensity: torch.Tensor,
         noise: NoiseSource | torch.Generator | None = None,
         *,
-        scale: float = 1.0,
+        scale: float | torch.Tensor = 1.0,
+        workspace: Workspace | None = None,
     ) -> torch.Tensor:
-        """Frames of intensity ``(n, pixels)`` → camera output (DN, or e⁻ without ADC).
+        """Frames of non-negative intensity ``(n, pixels)`` → camera output (DN, or e⁻ without ADC).
 
-        ``scale`` multiplies the intensity first (lets the caller fold a unit change into the
-        photo-conversion). The input tensor is overwritten and returned when it is float32.
+        ``scale`` (a number, or a tensor broadcasting against the intensity, e.g. one laser
+        power factor per frame ``(n, 1)``) multiplies the intensity first. The input tensor is overwritten and returned when it is float32 and
+        contiguous. ``workspace`` provides scratch buffers (else they are allocated).
         """
+        workspace = workspace if workspace is not None else Workspace(intensity.device)
         noise = as_noise(noise)
         x = intensity if intensity.dtype == torch.float32 else intensity.float()
         if not x.is_contiguous():
             x = x.contiguous()
+        target = x
         x.mul_(scale * self.conversion.electrons_per_unit)
         stages = self.stages[1:]
         i = 0
         while i < len(stages):
             s = stages[i]
+            i += 1
             if not s.enabled:
-                i += 1
                 continue
             if isinstance(s, ShotNoise):
-                end = i + 1
+                end = i
                 while end < len(stages) and isinstance(stages[end], (FullWell, ReadNoise)):
                     end += 1
-                x = self._shot_block(x, s, stages[i + 1 : end], stages[end:], noise)
+                x = self._shot_block(x, s, stages[i:end], stages[end:], noise, workspace)
                 i = end
-                continue
-            if isinstance(s, ADC):
+            elif isinstance(s, DarkCurrent):
+                x.add_(s.mean_e)
+            elif isinstance(s, FullWell):
+                x.clamp_max_(s.capacity_e)
+            elif isinstance(s, ReadNoise):
+                z = noise.normal_(workspace.get("z", tuple(x.shape)))
+                x.add_(z, alpha=s.sigma_e)
+            elif isinstance(s, ADC):
                 x.mul_(1.0 / s.gain_e_per_dn).add_(s.offset_dn).round_().clamp_(0, s.max_dn)
             else:
                 x = s.apply(x, noise)
-            i += 1
-        return x
+        if x is not target:
+            target.copy_(x)
+        return target
 
     @staticmethod
     def _saturation_shadowed(well: FullWell, read: ReadNoise | None, after: list[Stage]) -> bool:
@@ -278,6 +290,7 @@ class Camera:
         block: list[Stage],
         after: list[Stage],
         noise: Noise,
+        workspace: Workspace,
     ) -> torch.Tensor:
         """Shot noise followed by full well and/or read noise, fused where exact.
 
@@ -295,7 +308,7 @@ class Camera:
                     x = t.apply(x, noise)
             return x
         read_var = read.sigma_e**2 if read is not None else 0.0
-        mean.clamp_(min=0)
+        # mean ≥ 0: intensities are |field|² scaled by non-negative factors (see expose)
         # pixels that need the stage-by-stage treatment: exact Poisson, or able to saturate
         limit = math.inf
         if well is not None and not self._saturation_shadowed(well, read, after):
@@ -309,8 +322,9 @@ class Camera:
                 mask = (flat < shot.exact_below_e) | (flat >= limit)
                 special = mask.nonzero().squeeze(1)
                 special_mean = flat[special]
-        std = torch.add(mean, read_var).sqrt_()
-        mean.addcmul_(std, _normal(std, noise))
+        std = torch.add(mean, read_var, out=workspace.get("std", tuple(mean.shape))).sqrt_()
+        z = noise.normal_(workspace.get("z", tuple(mean.shape)))
+        mean.addcmul_(std, z)
         if special is not None and special.numel():
             part = shot.apply(special_mean, noise)
             if well is not None:

@@ -37,24 +37,32 @@ from typing import Any
 import torch
 
 from optdfa.errors import OptdfaError
-from optdfa.optics.device import OpticalDevice
+from optdfa.optics.device import OpticalDevice, transform_into
+from optdfa.optics.workspace import Workspace
 
 #: pixel normalisation never divides by less than this share of the mean reference intensity
 PIXEL_FLOOR = 0.01
 
 
+_WEIGHTS: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def _bit_weights(k: int, device: torch.device) -> torch.Tensor:
+    key = (k, str(device))
+    if key not in _WEIGHTS:
+        _WEIGHTS[key] = 2 ** torch.arange(k, device=device, dtype=torch.int64)
+    return _WEIGHTS[key]
+
+
 def unique_frames(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Distinct rows of bool ``(n, k)`` frames and, per frame, the index of its distinct row."""
-    n, k = frames.shape
+    k = frames.shape[1]
     if k <= 62:
-        weights = 2 ** torch.arange(k, device=frames.device, dtype=torch.int64)
-        keys = (frames.to(torch.int64) * weights).sum(dim=1)
-        _, inverse = torch.unique(keys, return_inverse=True)
-        first = torch.empty(
-            int(inverse.max()) + 1 if n else 0, dtype=torch.int64, device=frames.device
-        )
-        first.scatter_(0, inverse, torch.arange(n, device=frames.device))
-        return frames[first], inverse
+        # pack each frame into an int64 key; the distinct keys unpack into the distinct frames
+        weights = _bit_weights(k, frames.device)
+        keys = (frames.to(torch.int64) * weights).sum(dim=1)  # (int matmul: not on CUDA)
+        distinct_keys, inverse = torch.unique(keys, return_inverse=True)
+        return (distinct_keys[:, None] & weights) != 0, inverse
     uniq, inverse = torch.unique(frames, dim=0, return_inverse=True)
     return uniq, inverse
 
@@ -113,11 +121,16 @@ class LinearDecoder(ABC):
         """Measure what the decoder needs (reference intensity); charges frames if it shows any."""
 
     @abstractmethod
-    def _measure_distinct(self, frames: torch.Tensor) -> torch.Tensor:
-        """``M̃x`` for nonzero frames ``(u, n_signal)``."""
+    def _measure_distinct(self, frames: torch.Tensor, out: torch.Tensor) -> None:
+        """Write ``M̃x`` of nonzero frames ``(u, n_signal)`` into ``out`` ``(u, n_out)``."""
 
-    def measure(self, frames: torch.Tensor) -> torch.Tensor:
-        """``M̃x`` for binary frames ``(n, n_signal)``: float32 ``(n, n_out)``."""
+    def measure_indexed(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Measurements without repetition: ``(table (k+1, n_out), index (n,))``.
+
+        ``table[index]`` equals :meth:`measure` of ``frames``: ``table`` holds one row per
+        distinct nonzero frame (every frame when deduplication is off) and a final zero row,
+        which all-zero frames point to. Lets callers recombine without copying repeated rows.
+        """
         if self.norm is None:
             raise RuntimeError(f"{type(self).__name__}.calibrate() must run before measure()")
         if frames.ndim != 2 or frames.shape[1] != self.n_signal:
@@ -130,10 +143,29 @@ class LinearDecoder(ABC):
         else:
             distinct, inverse = frames, None
         nonzero = distinct.any(dim=1)
-        out = torch.zeros(distinct.shape[0], self.n_out, device=self.norm.device)
-        if bool(nonzero.any()):
-            out[nonzero] = self._measure_distinct(distinct[nonzero])
-        return out if inverse is None else out[inverse]
+        if bool(nonzero.all()):
+            shown, position = distinct, None
+        else:
+            shown = distinct[nonzero]
+        k = shown.shape[0]
+        table = torch.empty(k + 1, self.n_out, device=self.norm.device)
+        table[k] = 0
+        if k:
+            self._measure_distinct(shown, table[:k])
+        if k != distinct.shape[0]:
+            position = torch.full((distinct.shape[0],), k, dtype=torch.int64, device=frames.device)
+            position[nonzero] = torch.arange(k, device=frames.device)
+            index = position if inverse is None else position[inverse]
+        elif inverse is not None:
+            index = inverse
+        else:
+            index = torch.arange(k, device=frames.device)
+        return table, index.to(table.device)
+
+    def measure(self, frames: torch.Tensor) -> torch.Tensor:
+        """``M̃x`` for binary frames ``(n, n_signal)``: float32 ``(n, n_out)``."""
+        table, index = self.measure_indexed(frames)
+        return table[index]
 
     def _with_reference(self, frames: torch.Tensor, on: bool) -> torch.Tensor:
         ref = torch.full((frames.shape[0], 1), on, dtype=torch.bool, device=frames.device)
@@ -184,6 +216,7 @@ class ReferenceDecoder(LinearDecoder):
         if calibration_frames < 1:
             raise OptdfaError(f"calibration_frames must be ≥ 1, got {calibration_frames}")
         self.calibration_frames = int(calibration_frames)
+        self._workspace = Workspace(getattr(device, "device", "cpu"))
         #: calibrated ``R_j = Ī(r) − Ī(0)`` and ``Ī(0)`` (camera output units)
         self.reference: torch.Tensor | None = None
         self.dark: torch.Tensor | None = None
@@ -202,12 +235,15 @@ class ReferenceDecoder(LinearDecoder):
             mode=self.normalisation,
         )
 
-    def _measure_distinct(self, frames: torch.Tensor) -> torch.Tensor:
+    def _measure_distinct(self, frames: torch.Tensor, out: torch.Tensor) -> None:
         u = frames.shape[0]
-        shown = torch.cat((self._with_reference(frames, True), self._with_reference(frames, False)))
-        out = self.device.transform(shown)
-        y = out[:u].sub_(out[u:]).sub_(self.reference)
-        return y.mul_(self.norm)
+        shown = torch.zeros(2 * u, self.n_signal + 1, dtype=torch.bool, device=frames.device)
+        shown[:u, :-1] = frames  # with the reference block …
+        shown[:u, -1] = True
+        shown[u:, :-1] = frames  # … and without it
+        dn = transform_into(self.device, shown, self._workspace.get("dn", (2 * u, self.n_out)))
+        torch.sub(dn[:u], dn[u:], out=out)
+        out.sub_(self.reference).mul_(self.norm)
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
@@ -248,10 +284,11 @@ class IdealLinearDecoder(LinearDecoder):
             mode=self.normalisation,
         )
 
-    def _measure_distinct(self, frames: torch.Tensor) -> torch.Tensor:
+    def _measure_distinct(self, frames: torch.Tensor, out: torch.Tensor) -> None:
         f = self.device.field(self._with_reference(frames, False))  # type: ignore[attr-defined]
         self.device.count_frames(frames.shape[0])  # type: ignore[attr-defined]
-        return (2.0 * (self._conj_reference[None, :] * f).real).mul_(self.norm)
+        torch.mul((self._conj_reference[None, :] * f).real, 2.0, out=out)
+        out.mul_(self.norm)
 
 
 DECODER_CLASSES = {"reference": ReferenceDecoder, "ideal-linear": IdealLinearDecoder}

@@ -30,6 +30,7 @@ from optdfa.optics.medium import (
 )
 from optdfa.optics.noise import NoiseSource
 from optdfa.optics.profile import OpuProfile
+from optdfa.optics.workspace import Workspace
 from optdfa.seeding import derive_seed
 
 #: inputs up to which the field is a float32 product with a cached, mirror-weighted matrix
@@ -46,6 +47,13 @@ class OpticalDevice(Protocol):
     def transform(self, frames: torch.Tensor) -> torch.Tensor:
         """Binary frames ``(n_frames, n_in)`` → camera output ``(n_frames, n_out)`` float32."""
         ...
+
+
+def transform_into(device: OpticalDevice, frames: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``device.transform(frames)``, written into ``out`` when the device supports it."""
+    if getattr(device, "accepts_out", False):
+        return device.transform(frames, out=out)  # type: ignore[call-arg]
+    return device.transform(frames)
 
 
 class SimulatedOPU:
@@ -111,6 +119,7 @@ class SimulatedOPU:
         self.noise = NoiseSource(int(noise_seed), self.device, streams=noise_streams)
         self.drift_generator = torch.Generator(device=self.device)
         self.drift_generator.manual_seed(derive_seed(int(noise_seed), "opu-drift"))
+        self.workspace = Workspace(self.device)
         self._weighted: torch.Tensor | None = None  # (n_in, 2*n_out) float32 field units
         self._drifting: torch.Tensor | None = None  # same layout, evolving with drift
         self.frames = 0
@@ -151,7 +160,8 @@ class SimulatedOPU:
         if self.drifts:
             return self._drifting_field(x), 1.0
         if self.n_in <= _FLOAT_PATH_MAX_INPUTS and self.medium.fits_dense:
-            f = x.to(torch.float32) @ self._weighted_matrix()
+            f = self.workspace.get("field", (n, 2 * self.n_out))
+            torch.mm(x.to(torch.float32), self._weighted_matrix(), out=f)
             return f.view(n, 2, self.n_out), 1.0
         groups = torch.unique(self.mirrors)
         if len(groups) == 1:
@@ -197,27 +207,33 @@ class SimulatedOPU:
         """Noiseless ``|Hx|²`` ``(n, n_out)`` in per-mirror units (no camera, no charge)."""
         return self.field(frames).abs().square()
 
-    def _intensity_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
-        f, s = self._field_parts(x)
-        re, im = f[:, 0], f[:, 1]
-        out = re * re
-        out.addcmul_(im, im)
-        return out, s * s
-
     # -- the device operation ------------------------------------------------------------------
-    def transform(self, frames: torch.Tensor) -> torch.Tensor:
+    #: :meth:`transform` takes ``out=`` (see :func:`transform_into`)
+    accepts_out = True
+
+    def transform(self, frames: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
         """Show binary frames ``(n_frames, n_in)`` and read the camera: ``(n_frames, n_out)`` float32.
 
-        The output is in DN (integer values) with the ADC on, in electrons without it. Every
-        frame is charged ``frame_time_s`` of device time.
+        The output is in DN (integer values) with the ADC on, in electrons without it; it is
+        written into ``out`` if given. Every frame is charged ``frame_time_s`` of device time.
         """
         x = self.dmd.validate_frames(frames, self.n_in).to(self.device)
         n = x.shape[0]
-        intensity, scale = self._intensity_parts(x)
-        if self.profile.power_jitter > 0:
-            z = self.noise.normal_(torch.empty(n, device=self.device))
-            intensity.mul_(z.mul_(self.profile.power_jitter).add_(1).clamp_(min=0)[:, None])
-        out = self.camera.expose(intensity, self.noise, scale=scale)
+        if out is None:
+            out = torch.empty(n, self.n_out, device=self.device)
+        elif out.shape != (n, self.n_out) or out.dtype != torch.float32 or not out.is_contiguous():
+            raise ValueError(
+                f"out must be a contiguous float32 tensor of shape ({n}, {self.n_out})"
+            )
+        f, scale = self._field_parts(x)
+        re, im = f[:, 0], f[:, 1]
+        torch.mul(re, re, out=out)
+        out.addcmul_(im, im)
+        gain: float | torch.Tensor = scale * scale
+        if self.profile.power_jitter > 0:  # one laser power factor per frame
+            z = self.noise.normal_(torch.empty(n, 1, device=self.device))
+            gain = z.mul_(self.profile.power_jitter).add_(1).clamp_(min=0).mul_(gain)
+        self.camera.expose(out, self.noise, scale=gain, workspace=self.workspace)
         self.count_frames(n)
         return out
 

@@ -41,7 +41,7 @@ class Encoding:
 
     #: ``(batch, planes, n)`` bool
     frames: torch.Tensor
-    #: ``(planes,)`` float: signed weight of each plane
+    #: ``(planes,)`` float (CPU): signed weight of each plane
     coefficients: torch.Tensor
     #: ``(batch,)`` float: amplitude of each sample (error units per frame unit)
     scale: torch.Tensor
@@ -52,9 +52,23 @@ class Encoding:
 
     def combine(self, projections: torch.Tensor) -> torch.Tensor:
         """Recombine per-frame linear projections ``(batch, planes, m)`` into ``(batch, m)``."""
-        coeffs = self.coefficients.to(projections.dtype)
-        out = torch.einsum("bpm,p->bm", projections, coeffs)
-        return out * self.scale.to(projections.dtype)[:, None]
+        planes = [projections[:, p] for p in range(self.planes)]
+        return self._combine(planes[0].clone(), planes[1:])
+
+    def combine_indexed(self, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """As :meth:`combine`, frame ``(b, p)``'s projection being ``table[index[b·planes + p]]``."""
+        index = index.view(-1, self.planes)
+        rest = [table[index[:, p]] for p in range(1, self.planes)]
+        return self._combine(table[index[:, 0]], rest)
+
+    def _combine(self, first: torch.Tensor, rest: list[torch.Tensor]) -> torch.Tensor:
+        """``scale ⊙ Σ_p w_p plane_p``, accumulated into ``first`` (a tensor the caller owns)."""
+        coeffs = self.coefficients.tolist()
+        if coeffs[0] != 1:
+            first.mul_(coeffs[0])
+        for plane, c in zip(rest, coeffs[1:], strict=True):
+            first.add_(plane, alpha=c)
+        return first.mul_(self.scale.to(first.dtype)[:, None])
 
     def decode(self) -> torch.Tensor:
         """The error these frames represent, ``(batch, n)`` (the identity projection)."""
@@ -73,34 +87,47 @@ class Encoder(ABC):
 
     @abstractmethod
     def _encode(
-        self, error: torch.Tensor, peak: torch.Tensor, generator: torch.Generator | None
+        self,
+        error: torch.Tensor,
+        magnitude: torch.Tensor,
+        peak: torch.Tensor,
+        generator: torch.Generator | None,
     ) -> Encoding: ...
 
-    def encode(self, error: torch.Tensor, generator: torch.Generator | None = None) -> Encoding:
-        """Encode ``error`` (batch, n); ``generator`` drives stochastic encoders."""
+    def encode(
+        self,
+        error: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        check_finite: bool = True,
+    ) -> Encoding:
+        """Encode ``error`` (batch, n); ``generator`` drives stochastic encoders.
+
+        ``check_finite=False`` skips the NaN/inf check (for callers that made it already).
+        """
         if error.ndim != 2:
             raise OptdfaError(
                 f"encoder {self.spec!r} expects an error of shape (batch, n), got {tuple(error.shape)}"
             )
-        if not torch.isfinite(error).all():
+        if check_finite and not torch.isfinite(error).all():
             raise OptdfaError(f"encoder {self.spec!r} received a non-finite error (NaN or inf)")
         if self.stochastic and generator is None:
             raise ValueError(f"encoder {self.spec!r} needs a torch.Generator")
         if not error.is_floating_point():
             error = error.float()
-        peak = error.abs().amax(dim=1)
-        return self._encode(error, peak, generator)
+        magnitude = error.abs()
+        return self._encode(error, magnitude, magnitude.amax(dim=1), generator)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec!r})"
 
 
-def _signed_planes(ternary: torch.Tensor) -> torch.Tensor:
-    """``(batch, n)`` values in {−1, 0, 1} → ``(batch, 2, n)`` bool: positive part, negative part."""
-    return torch.stack((ternary > 0, ternary < 0), dim=1)
+def _signed_planes(error: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``(batch, 2, n)`` bool: kept entries of the positive part, of the negative part."""
+    return torch.stack(((error > 0) & keep, (error < 0) & keep), dim=1)
 
 
-_PLUS_MINUS = (1.0, -1.0)
+_PLUS_MINUS = torch.tensor([1.0, -1.0])
 
 
 class TernaryEncoder(Encoder):
@@ -115,14 +142,16 @@ class TernaryEncoder(Encoder):
         self.spec = f"ternary:{self.threshold:g}"
 
     def _encode(
-        self, error: torch.Tensor, peak: torch.Tensor, generator: torch.Generator | None
+        self,
+        error: torch.Tensor,
+        magnitude: torch.Tensor,
+        peak: torch.Tensor,
+        generator: torch.Generator | None,
     ) -> Encoding:
-        keep = error.abs() > (self.threshold * peak)[:, None]
-        t = torch.sign(error) * keep
-        norm2 = keep.sum(dim=1).to(error.dtype)
-        scale = (error * t).sum(dim=1) / norm2.clamp_min(1)
-        coeffs = torch.tensor(_PLUS_MINUS, dtype=error.dtype, device=error.device)
-        return Encoding(_signed_planes(t), coeffs, scale)
+        keep = magnitude > (self.threshold * peak)[:, None]
+        # ⟨e, t⟩ = Σ |e_k| over kept entries, ‖t‖² = number of kept entries
+        scale = (magnitude * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1)
+        return Encoding(_signed_planes(error, keep), _PLUS_MINUS, scale)
 
 
 class StochasticTernaryEncoder(Encoder):
@@ -133,13 +162,15 @@ class StochasticTernaryEncoder(Encoder):
     spec = "stochastic"
 
     def _encode(
-        self, error: torch.Tensor, peak: torch.Tensor, generator: torch.Generator | None
+        self,
+        error: torch.Tensor,
+        magnitude: torch.Tensor,
+        peak: torch.Tensor,
+        generator: torch.Generator | None,
     ) -> Encoding:
-        prob = error.abs() / peak.clamp_min(torch.finfo(error.dtype).tiny)[:, None]
+        prob = magnitude / peak.clamp_min(torch.finfo(error.dtype).tiny)[:, None]
         u = torch.rand(error.shape, generator=generator, device=error.device, dtype=error.dtype)
-        t = torch.sign(error) * (u < prob)
-        coeffs = torch.tensor(_PLUS_MINUS, dtype=error.dtype, device=error.device)
-        return Encoding(_signed_planes(t), coeffs, peak.clone())
+        return Encoding(_signed_planes(error, u < prob), _PLUS_MINUS, peak)
 
 
 class BitPlaneEncoder(Encoder):
@@ -151,22 +182,26 @@ class BitPlaneEncoder(Encoder):
         self.bits = bits
         self.planes = 2 * bits
         self.spec = f"bitplane:{bits}"
+        powers = 2.0 ** torch.arange(bits, dtype=torch.float64)
+        self._coefficients = torch.cat((powers, -powers)).float()
 
     def _encode(
-        self, error: torch.Tensor, peak: torch.Tensor, generator: torch.Generator | None
+        self,
+        error: torch.Tensor,
+        magnitude: torch.Tensor,
+        peak: torch.Tensor,
+        generator: torch.Generator | None,
     ) -> Encoding:
         levels = 2**self.bits - 1
         step = peak / levels
-        q = torch.round(error.abs() / step.clamp_min(torch.finfo(error.dtype).tiny)[:, None])
+        q = torch.round(magnitude / step.clamp_min(torch.finfo(error.dtype).tiny)[:, None])
         q = q.clamp_(0, levels).to(torch.int32)
         powers = 2 ** torch.arange(self.bits, device=error.device, dtype=torch.int32)
         bits = (q[:, None, :] & powers[None, :, None]) != 0  # (batch, K, n)
         positive = (error > 0)[:, None, :]
         negative = (error < 0)[:, None, :]
         frames = torch.cat((bits & positive, bits & negative), dim=1)
-        pw = powers.to(error.dtype)
-        coeffs = torch.cat((pw, -pw))
-        return Encoding(frames, coeffs, step)
+        return Encoding(frames, self._coefficients, step)
 
 
 def parse_encoder(spec: str) -> Encoder:

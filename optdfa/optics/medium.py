@@ -4,23 +4,31 @@
 mirror gives a mean intensity of 1 at every pixel, ``E|H_jk|² = 1``.
 
 **Element-wise definition.** Entry ``(j, k)`` is a function of ``(seed, j, k)`` only. Column
-``k`` of row block ``b = j // ROW_BLOCK`` is one random stream (a ``torch.Generator`` seeded
-with a 64-bit hash of ``(seed, b, k)``) that draws ``2·ROW_BLOCK`` standard normals ``z``; then
-``q = clamp(round(QUANT_STD·z), −127, 127)`` (int8) and
+``k`` of row block ``b = j // ROW_BLOCK`` is one random stream: numpy's ``SFC64`` bit
+generator seeded with a 64-bit hash of ``(seed, b, k)``, whose first ``ROW_BLOCK/2`` 64-bit
+words, cut into little-endian 16-bit fields, give ``2·ROW_BLOCK`` uniform integers ``u``
+(real parts of the block's rows, then imaginary parts). Each becomes an int8 level through the
+inverse distribution function of a Gaussian quantised to ``QUANT_STD`` = 20 levels per standard
+deviation::
 
-    H_jk = FIELD_PER_LSB · (q_re + i·q_im),     FIELD_PER_LSB = 1/√(2·(QUANT_STD² + 1/12)).
+    q = LEVELS[u],   LEVELS[u] = round(QUANT_STD · Φ⁻¹((u + ½) / 2¹⁶)),   u ∈ [0, 2¹⁶)
+    H_jk = FIELD_PER_LSB · (q_re + i·q_im),   FIELD_PER_LSB = 1/√(2·mean(LEVELS²))
+
+``LEVELS`` is the quantile function of ``round(20·z)``, ``z ~ N(0, 1)``, at resolution 2⁻¹⁶:
+every level has the probability of the quantised Gaussian to within 2⁻¹⁶, the law is exactly
+symmetric, its range is ±86 (4.3σ; the quantised Gaussian puts 1.5·10⁻⁵ of its mass beyond),
+and ``FIELD_PER_LSB`` uses its exact variance, so ``E|H_jk|² = 1``. The streams are defined by
+numpy's stable bit generators, independent of the platform and of torch.
 
 So ``H`` can be generated in tiles on the fly with bounded memory and is *identical* whatever
 the tiling (any request is cut out of the same fixed grid of streams); a column of the matrix
 (the speckle of one mirror) is drawn only if some frame switches that mirror on.
 
-**Quantised entries, exact arithmetic.** Each quadrature is a Gaussian quantised to 8 bits
-(σ = ``QUANT_STD`` = 20 levels, clipped at ±127 = ±6.35σ, probability 2·10⁻¹⁰). The 1/12 in
-``FIELD_PER_LSB`` is the rounding variance, so ``E|H_jk|² = 1`` holds for the quantised law.
-Because the entries are integers in LSB units and frames are binary, the field ``Σ_k q_jk x_k``
-is computed exactly (int8 matrix products with int32 accumulation, or float32 while the sum
-stays below 2²⁴): tiled, dense, CPU and CUDA results are bit-identical, whatever the summation
-order — and the integer product runs several times faster than a complex float product.
+**Exact arithmetic.** Because the entries are integers in LSB units and frames are binary, the
+field ``Σ_k q_jk x_k`` is computed exactly (int8 matrix products with int32 accumulation, or
+float32 while the sum stays below 2²⁴): tiled, dense, CPU and CUDA results are bit-identical,
+whatever the summation order — and the integer product runs several times faster than a
+complex float product.
 """
 
 from __future__ import annotations
@@ -29,22 +37,32 @@ import math
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
+from scipy.special import ndtri
 
 from optdfa.errors import OptdfaError
 
-#: standard deviation of one quadrature, in LSB of the int8 entries
+#: standard deviation of one quadrature, in levels of the int8 entries
 QUANT_STD = 20.0
-#: int8 clipping level
-QUANT_LIMIT = 127
-#: field of one LSB, so that E|H|² = 1 for the quantised law
-FIELD_PER_LSB = 1.0 / math.sqrt(2.0 * (QUANT_STD**2 + 1.0 / 12.0))
+#: resolution of the uniform integers that index the level table
+_UNIFORM_BITS = 16
+#: the quantile function of round(QUANT_STD·z) at resolution 2⁻¹⁶ (int8, symmetric)
+LEVELS = np.rint(
+    QUANT_STD * ndtri((np.arange(2**_UNIFORM_BITS, dtype=np.float64) + 0.5) / 2**_UNIFORM_BITS)
+).astype(np.int8)
+#: largest level magnitude (86)
+LEVEL_MAX = int(np.abs(LEVELS).max())
+#: field of one level, so that E|H|² = 1 exactly for the table's law
+FIELD_PER_LSB = 1.0 / math.sqrt(2.0 * float(np.mean(LEVELS.astype(np.float64) ** 2)))
 #: rows per random stream (the fixed generation grid: one stream per (row block, column))
 ROW_BLOCK = 65536
 #: a dense int8 copy of H is kept when it needs at most this many bytes (2 bytes per entry)
 DEFAULT_DENSE_BUDGET = 1 << 30
 #: columns generated per batch when streaming
 _CHUNK = 32
+#: up to this many frames, streamed products are summed in numpy (no torch kernel in the loop)
+_NUMPY_FRAMES = 4
 
 _MASK64 = (1 << 64) - 1
 
@@ -61,21 +79,19 @@ def stream_seed(seed: int, row_block: int, col: int) -> int:
     return _splitmix64(_splitmix64(_splitmix64(int(seed)) ^ int(row_block)) ^ int(col))
 
 
-def quantise(z: torch.Tensor) -> torch.Tensor:
-    """Standard normals → int8 levels ``clamp(round(QUANT_STD·z), ±127)``."""
-    return z.mul_(QUANT_STD).round_().clamp_(-QUANT_LIMIT, QUANT_LIMIT).to(torch.int8)
+def stream_levels(seed: int, row_block: int, col: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Levels of column ``col`` in row block ``row_block``: int8 ``(2·ROW_BLOCK,)``, re then im."""
+    words = np.random.SFC64(stream_seed(seed, row_block, col)).random_raw(ROW_BLOCK // 2)
+    u = words.astype("<u8", copy=False).view("<u2")
+    return np.take(LEVELS, u, out=out)
 
 
-def generate_columns(
-    seed: int, row_block: int, cols: Sequence[int], generator: torch.Generator | None = None
-) -> torch.Tensor:
+def generate_columns(seed: int, row_block: int, cols: Sequence[int]) -> torch.Tensor:
     """Columns ``cols`` of row block ``row_block``: int8 ``(len(cols), 2, ROW_BLOCK)`` (re, im)."""
-    gen = generator if generator is not None else torch.Generator()
-    z = torch.empty(len(cols), 2 * ROW_BLOCK)
+    out = np.empty((len(cols), 2 * ROW_BLOCK), dtype=np.int8)
     for i, col in enumerate(cols):
-        gen.manual_seed(stream_seed(seed, row_block, col))
-        torch.randn(2 * ROW_BLOCK, generator=gen, out=z[i])
-    return quantise(z).view(len(cols), 2, ROW_BLOCK)
+        stream_levels(seed, row_block, col, out=out[i])
+    return torch.from_numpy(out).view(len(cols), 2, ROW_BLOCK)
 
 
 class TransmissionMatrix:
@@ -131,9 +147,8 @@ class TransmissionMatrix:
                 f"block rows {r0}:{r1} / columns out of range for H of shape ({self.n_out}, {self.n_in})"
             )
         out = torch.empty(2, r1 - r0, len(col_list), dtype=torch.int8)
-        gen = torch.Generator()
         for b, a, e in self._row_blocks(r0, r1):
-            seg = generate_columns(self.seed, b, col_list, gen)  # (c, 2, ROW_BLOCK)
+            seg = generate_columns(self.seed, b, col_list)  # (c, 2, ROW_BLOCK)
             out[:, a - r0 : e - r0, :] = seg[:, :, a - b * ROW_BLOCK : e - b * ROW_BLOCK].permute(
                 1, 2, 0
             )
@@ -156,11 +171,10 @@ class TransmissionMatrix:
                 )
             cols = range(self.n_in)
             dense = torch.empty(self.n_in, 2, self.n_out, dtype=torch.int8)
-            gen = torch.Generator()
             for b, a, e in self._row_blocks(0, self.n_out):
                 for c0 in range(0, self.n_in, _CHUNK):
                     chunk = cols[c0 : c0 + _CHUNK]
-                    seg = generate_columns(self.seed, b, chunk, gen)
+                    seg = generate_columns(self.seed, b, chunk)
                     dense[c0 : c0 + len(chunk), :, a:e] = seg[
                         :, :, a - b * ROW_BLOCK : e - b * ROW_BLOCK
                     ]
@@ -188,46 +202,63 @@ class TransmissionMatrix:
         return self._streamed_product(frames)
 
     def _streamed_product(self, frames: torch.Tensor) -> torch.Tensor:
+        """Row block by row block, columns generated and summed in worker threads.
+
+        A few frames (the full-scale case) are summed in numpy inside the workers, so the loop
+        runs no torch kernel (whose OpenMP threads would spin against the generators); larger
+        batches use an int8 product per chunk.
+        """
         n = frames.shape[0]
         out = torch.empty(n, 2, self.n_out, dtype=torch.float32, device=self.device)
-        active = torch.nonzero(frames.any(dim=0)).flatten().tolist()
-        x8 = frames.to(torch.int8)
+        on = frames.cpu().numpy().astype(bool, copy=False)
+        active = np.flatnonzero(on.any(axis=0))
         chunks = [active[i : i + _CHUNK] for i in range(0, len(active), _CHUNK)]
-        gens = [torch.Generator() for _ in range(self.workers)]
+        in_numpy = n <= _NUMPY_FRAMES
+        x8 = frames.to(torch.int8)
+
+        def work(b: int, chunk: np.ndarray) -> np.ndarray | torch.Tensor:
+            levels = generate_columns(self.seed, b, chunk.tolist()).view(len(chunk), -1)
+            if not in_numpy:
+                return levels
+            lv = levels.numpy()
+            return np.stack([lv[on[f, chunk]].sum(axis=0, dtype=np.int32) for f in range(n)])
+
         with ThreadPoolExecutor(self.workers) as pool:
             for b, a, e in self._row_blocks(0, self.n_out):
-                acc = torch.zeros(n, 2 * ROW_BLOCK, dtype=torch.int32, device=self.device)
-
-                def work(i: int, chunk: list[int], b: int = b) -> torch.Tensor:
-                    return generate_columns(self.seed, b, chunk, gens[i % self.workers])
-
+                acc = np.zeros((n, 2 * ROW_BLOCK), dtype=np.int32)
+                acc_t = torch.from_numpy(acc)
                 # generate in parallel, accumulate in submission order (the sum is exact anyway)
                 for start in range(0, len(chunks), self.workers):
                     batch = chunks[start : start + self.workers]
-                    futures = [pool.submit(work, i, c) for i, c in enumerate(batch)]
+                    futures = [pool.submit(work, b, c) for c in batch]
                     for chunk, fut in zip(batch, futures, strict=True):
-                        seg = fut.result().to(self.device).view(len(chunk), 2 * ROW_BLOCK)
-                        acc += _int_mm(x8[:, chunk], seg)
-                out[:, :, a:e] = acc.view(n, 2, ROW_BLOCK)[
-                    :, :, a - b * ROW_BLOCK : e - b * ROW_BLOCK
-                ].float()
+                        part = fut.result()
+                        if in_numpy:
+                            np.add(acc, part, out=acc)
+                        else:
+                            acc_t += _int_mm(x8[:, chunk.tolist()].cpu(), part)
+                lo, hi = a - b * ROW_BLOCK, e - b * ROW_BLOCK
+                block = acc_t.view(n, 2, ROW_BLOCK)[:, :, lo:hi].float()
+                out[:, :, a:e] = block.to(self.device)
         return out
 
 
 def _int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """int8 ``(m, k) @ (k, n)`` → int32, exact."""
     if a.device.type == "cuda" and (a.shape[0] <= 16 or a.shape[1] % 8 or b.shape[1] % 8):
-        # cuBLAS int8 kernels need m > 16 and multiples of 8: small cases in int32 (still exact)
-        return a.to(torch.int32) @ b.to(torch.int32)
+        # cuBLAS int8 kernels need m > 16 and multiples of 8 (and CUDA has no int32 matmul):
+        # a float product is exact while the sums stay below the mantissa (2^24, 2^53)
+        dtype = torch.float32 if a.shape[1] * LEVEL_MAX < 2**24 else torch.float64
+        return (a.to(dtype) @ b.to(dtype)).to(torch.int32)
     return torch._int_mm(a.contiguous(), b.contiguous())
 
 
 def integer_matmul(frames: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     """Binary frames ``(n, k)`` @ int8 levels ``(k, m)`` → float32 ``(n, m)``, exactly.
 
-    Few inputs: a float32 product (exact while ``k·127 < 2²⁴``); many: int8 × int8 → int32.
+    Few inputs: a float32 product (exact while ``k·86 < 2²⁴``); many: int8 × int8 → int32.
     """
     k = frames.shape[1]
-    if k <= 64 and k * QUANT_LIMIT < 2**24:
+    if k <= 64 and k * LEVEL_MAX < 2**24:
         return frames.to(torch.float32) @ levels.to(torch.float32)
     return _int_mm(frames.to(torch.int8), levels).to(torch.float32)

@@ -147,6 +147,13 @@ FIELDS: tuple[FieldSpec, ...] = (
         "repeats of the reference and dark frames at calibration",
     ),
     _f(
+        "recalibrate_every_frames",
+        "encoding",
+        int,
+        "frames",
+        "calibrate the reference again once this many frames were shown since the last time (0 = once)",
+    ),
+    _f(
         "deduplicate_frames",
         "encoding",
         bool,
@@ -189,6 +196,7 @@ class OpuProfile:
     reference_fraction: float
     reference_normalisation: str
     calibration_frames: int
+    recalibrate_every_frames: int
     deduplicate_frames: bool
     #: profile name (file stem) and where it came from; not profile fields
     name: str = dataclasses.field(default="custom", compare=False)
@@ -387,6 +395,7 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v in NORMALISATIONS, f"one of {', '.join(NORMALISATIONS)}"
     ),
     "calibration_frames": _rule(lambda v: v >= 1, "a positive integer"),
+    "recalibrate_every_frames": _rule(lambda v: v >= 0, "a non-negative integer"),
 }
 
 
@@ -420,5 +429,8 @@ def _build(values: dict[str, Any], *, name: str, source: str, where: str) -> Opu
 def profile_field_table() -> str:
     """A Markdown table of every field (name, section, unit, meaning) for the docs."""
     rows = ["| field | section | unit | meaning |", "|---|---|---|---|"]
-    rows += [f"| `{f.name}` | `[{f.section}]` | {f.unit} | {f.doc} |" for f in FIELDS]
+    rows += [
+        f"| `{f.name}` | `[{f.section}]` | {f.unit} | {f.doc.replace('|', chr(92) + '|')} |"
+        for f in FIELDS
+    ]
     return "\n".join(rows)
