@@ -342,3 +342,12 @@ def test_hardware_acceptance_checks(monkeypatch, tmp_path):
     assert "frames counted at the driver" in format_checks(real)
     unconfigured = run_checks(pixels=512)  # the driver is there, the host has no OPU config
     assert any("no LightOn OPU configured" in r.detail for r in unconfigured if r.status == "FAIL")
+
+
+def test_reference_is_recalibrated_as_the_profile_asks():
+    b = _backend(simulated=True, noise=True, overrides={"recalibrate_every_frames": 100})
+    once = b.calibration_frames
+    assert once == 2 * b.profile.calibration_frames
+    b.project(_errors(16))  # > 100 frames shown: the next projection recalibrates first
+    b.project(_errors(16, seed=1))
+    assert b.calibration_frames == 2 * once

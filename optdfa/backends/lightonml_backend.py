@@ -54,6 +54,7 @@ from optdfa.backends.base import (
     reference_block_std,
     reject_unknown_options,
 )
+from optdfa.backends.sim_opu import _json_safe
 from optdfa.errors import OptdfaError
 from optdfa.integrations.lightonml_compat import (
     call_with_retries,
@@ -441,6 +442,7 @@ class LightonmlBackend(FeedbackBackend):
         self.encoder_generator: torch.Generator | None = None
         self.block_std: torch.Tensor | None = None
         self.calibration_frames = 0
+        self._calibrated_at = 0
         self._matrix: torch.Tensor | None = None
         self._sleep: Callable[[float], None] = time.sleep
 
@@ -501,6 +503,7 @@ class LightonmlBackend(FeedbackBackend):
             )
         self.decoder.calibrate()
         self.calibration_frames = self.device.frames_shown
+        self._calibrated_at = self.device.frames_shown
         self.encoder_generator = torch.Generator()
         self.encoder_generator.manual_seed(derive_seed(seed, "encoder"))
         self.block_std = reference_block_std(layout).to(torch.float32)
@@ -514,7 +517,13 @@ class LightonmlBackend(FeedbackBackend):
     # -- projection --------------------------------------------------------------------------------
     def project(self, error: torch.Tensor) -> torch.Tensor:
         self._check_error(error)
-        self._require_ready()
+        device = self._require_ready()
+        every = self.profile.recalibrate_every_frames
+        if every and device.frames_shown - self._calibrated_at >= every:
+            before = device.frames_shown
+            self.decoder.calibrate()  # the medium drifted: measure the reference again
+            self.calibration_frames += device.frames_shown - before
+            self._calibrated_at = device.frames_shown
         generator = self.encoder_generator if self.encoder.stochastic else None
         enc = self.encoder.encode(error.detach().to("cpu", torch.float32), generator)
         batch, planes, n = enc.frames.shape
@@ -572,8 +581,8 @@ class LightonmlBackend(FeedbackBackend):
             "lightonml_version": installed_version(),
             "profile": self.profile.name,
             "profile_source": self.profile.source,
-            "overrides": self.overrides,
-            "profile_fields": self.profile.fields(),
+            "overrides": _json_safe(self.overrides),
+            "profile_fields": _json_safe(self.profile.fields()),
             "n_out": layout.n_out,
             "n_feedback": layout.n_feedback,
             "n_features": device.n_features,
@@ -603,6 +612,8 @@ class LightonmlBackend(FeedbackBackend):
             **super().state_dict(),
             "decoder": self.decoder.state_dict(),
             "encoder_rng": self.encoder_generator.get_state(),
+            "calibrated_at": self._calibrated_at,
+            "calibration_frames": self.calibration_frames,
             "frames": device.counter.rows,
             "frames_requested": device.frames_requested,
             "wall_seconds": device.wall_seconds,
@@ -616,6 +627,8 @@ class LightonmlBackend(FeedbackBackend):
         device = self._require_ready()
         self.decoder.load_state_dict(state["decoder"])
         self.encoder_generator.set_state(state["encoder_rng"])
+        self._calibrated_at = int(state["calibrated_at"])
+        self.calibration_frames = int(state["calibration_frames"])
         device.counter.rows = int(state["frames"])
         device.frames_requested = int(state["frames_requested"])
         device.wall_seconds = float(state["wall_seconds"])
