@@ -348,6 +348,6 @@ def test_reference_is_recalibrated_as_the_profile_asks():
     b = _backend(simulated=True, noise=True, overrides={"recalibrate_every_frames": 100})
     once = b.calibration_frames
     assert once == 2 * b.profile.calibration_frames
-    b.project(_errors(16))  # > 100 frames shown: the next projection recalibrates first
+    b.project(_errors(64))  # > 100 frames shown: the next projection recalibrates first
     b.project(_errors(16, seed=1))
     assert b.calibration_frames == 2 * once
