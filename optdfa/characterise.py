@@ -79,6 +79,10 @@ from optdfa.optics.profile import FIELDS, SECTIONS, OpuProfile, profile_from_dic
 LOW_SIGNAL_DN = 1.0
 #: series whose mean signal is at most this (DN) feed the read-noise likelihood
 LIKELIHOOD_MAX_SIGNAL_DN = 4.0
+#: the dark and the series up to the nominal exposure take this many times ``repeats`` frames
+LOW_SERIES_REPEAT_FACTOR = 2
+#: frames shown in a row when the low series are interleaved
+CHUNK = 16
 #: the ladder goes up until this share of the pixels saturates
 SATURATED_STOP = 0.30
 #: at least this share of the pixels must saturate to measure the full well
@@ -253,6 +257,14 @@ class Series:
     exposure_s: float
     lit: bool
     frames: np.ndarray
+    #: frames shown in a row (0: all); chunks of interleaved series are shown in turn
+    chunk: int = 0
+    #: frames the device showed from the first to the last frame of the series
+    span_frames: int = 0
+
+    @property
+    def span(self) -> int:
+        return self.span_frames or self.frames.shape[0]
 
     @property
     def mean(self) -> np.ndarray:
@@ -294,16 +306,28 @@ def acquire(
             break
         t /= 2
     exposures = sorted(lows)
-    darks = []
-    t_low = target.set_exposure(exposures[0] if exposures else t0)
-    say(f"dark frames at {t_low * 1e6:.4g} µs")
-    darks.append(Series(t_low, False, _show(target, False, repeats)))
+    # The dark, the below-nominal and the nominal series feed the read-noise likelihood, which
+    # shares one rate per pixel between them: they are shown interleaved, CHUNK frames at a
+    # time, so a drifting medium moves every series alike; and with twice the frames (the
+    # per-pixel rates bias σ_r by about 1/frames).
+    low_repeats = LOW_SERIES_REPEAT_FACTOR * repeats
+    exposures = [*exposures, t0]
+    block = [(exposures[0], False), *((t, True) for t in exposures)]
+    chunks: list[list[np.ndarray]] = [[] for _ in block]
+    real_t = [0.0] * len(block)
+    say(f"dark and {len(exposures)} exposures up to the nominal one, interleaved")
+    for _ in range(max(1, low_repeats // CHUNK)):
+        for i, (t, lit) in enumerate(block):
+            real_t[i] = target.set_exposure(t)
+            chunks[i].append(_show(target, lit, CHUNK))
+    span = sum(sum(c.shape[0] for c in ch) for ch in chunks)
+    low_series = [
+        Series(real_t[i], lit, np.concatenate(chunks[i]), chunk=CHUNK, span_frames=span)
+        for i, (_, lit) in enumerate(block)
+    ]
+    darks = [low_series[0]]
     black = float(darks[0].frames.mean())
-    ladder: list[Series] = []
-    for t in [*exposures, t0]:
-        real = target.set_exposure(t)
-        say(f"exposure {real * 1e6:.4g} µs")
-        ladder.append(Series(real, True, _show(target, True, repeats)))
+    ladder: list[Series] = low_series[1:]
     floor = _signal_floor(darks[0])
     while True:
         if len(ladder) >= 2:
@@ -348,6 +372,7 @@ class _Counts:
     exposure: np.ndarray
     level: np.ndarray
     count: np.ndarray
+    frames: np.ndarray  # frames spanned by the term's series (its drift window)
     n_pixels: int
 
 
@@ -355,14 +380,18 @@ def _counts(series: list[Series], pixels: int) -> _Counts:
     parts: list[tuple[np.ndarray, ...]] = []
     for s in series:
         y = s.frames[:, :pixels].astype(np.int64)
+        exposure = s.exposure_s if s.lit else 0.0
         for k in np.unique(y):
             c = (y == k).sum(axis=0)
             nz = np.nonzero(c)[0]
+            size = nz.size
             parts.append(
-                (nz, np.full(nz.size, s.exposure_s if s.lit else 0.0), np.full(nz.size, k), c[nz])
+                (nz, np.full(size, exposure), np.full(size, k), c[nz], np.full(size, s.span))
             )
-    cat = [np.concatenate([p[i] for p in parts]) for i in range(4)]
-    return _Counts(cat[0], cat[1], cat[2].astype(np.float64), cat[3].astype(np.float64), pixels)
+    cat = [np.concatenate([p[i] for p in parts]) for i in range(5)]
+    return _Counts(
+        cat[0], cat[1], cat[2].astype(np.float64), cat[3].astype(np.float64), cat[4], pixels
+    )
 
 
 def _log_prob(
@@ -424,8 +453,7 @@ def fit_read_noise(
         raise OptdfaError("the read-noise fit needs at least one lit low-signal series")
     n_pix = min(pixels, series[0].frames.shape[1])
     c = _counts(series, n_pix)
-    repeats = series[0].frames.shape[0]
-    wander = 4.0 * max(drift, 0.0) * mean_rate_e * c.exposure * (repeats + 1) / 6.0
+    wander = 4.0 * max(drift, 0.0) * mean_rate_e * c.exposure * (c.frames + 1) / 6.0
     brightest = max(lit, key=lambda s: s.exposure_s)
     dark = np.mean([s.frames[:, :n_pix].mean() for s in series if not s.lit] or [start_offset])
     rate0 = np.maximum((brightest.frames[:, :n_pix].mean(axis=0) - dark) * gain, 0.05 * gain)
@@ -518,8 +546,17 @@ class Characterisation:
         }
 
 
-def _lag_variances(y: np.ndarray, max_lag: int) -> np.ndarray:
-    """``V_k = ½ mean_f (y_{f+k} − y_f)²`` for ``k = 1..max_lag``: ``(max_lag, pixels)``."""
+def _lag_variances(y: np.ndarray, max_lag: int, chunk: int = 0) -> np.ndarray:
+    """``V_k = ½ mean_f (y_{f+k} − y_f)²`` for ``k = 1..max_lag``: ``(max_lag, pixels)``; with
+    ``chunk``, only pairs of frames shown in the same run of ``chunk`` frames."""
+    if chunk and chunk < y.shape[0]:
+        runs = y[: y.shape[0] // chunk * chunk].reshape(-1, chunk, y.shape[1])
+        return np.stack(
+            [
+                0.5 * np.mean((runs[:, k:] - runs[:, :-k]) ** 2, axis=(0, 1))
+                for k in range(1, max_lag + 1)
+            ]
+        )
     return np.stack([0.5 * np.mean((y[k:] - y[:-k]) ** 2, axis=0) for k in range(1, max_lag + 1)])
 
 
@@ -583,8 +620,8 @@ def analyse(
             if level >= 5.0:
                 jitters.append(float(ratio.var(ddof=1)) - sampling)  # jitter² of this series
         yc = y / ratio[:, None]
-        lags = min(MAX_LAG, s.frames.shape[0] // 4)
-        v = _lag_variances(yc, lags) if use.any() else np.zeros((lags, 0))
+        lags = min(MAX_LAG, (s.chunk or s.frames.shape[0]) // 2)
+        v = _lag_variances(yc, lags, s.chunk) if use.any() else np.zeros((lags, 0))
         white = 2 * v[0] - v[1] if lags >= 2 else v[0]
         means.append(yc.mean(axis=0))
         variances.append(white)
