@@ -212,3 +212,6 @@ def test_bad_frames_and_layouts_are_rejected():
         SimulatedOPU(p, 2, 10, seed=0, mirrors=[1_000_000, 1_000_000])
     with pytest.raises(OptdfaError, match="the camera has 1080×1920"):
         SimulatedOPU(p, 2, 1920 * 1080 + 1, seed=0)
+    drifting = p.replace({"drift_per_frame": 1e-4})
+    with pytest.raises(OptdfaError, match="a drifting medium is simulated densely"):
+        SimulatedOPU(drifting, 64, 1000, seed=0, dense_budget_bytes=1000)

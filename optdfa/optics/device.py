@@ -113,6 +113,12 @@ class SimulatedOPU:
             device=self.device,
             workers=workers,
         )
+        if profile.drift_per_frame > 0 and not self.medium.fits_dense:
+            raise OptdfaError(
+                f"a drifting medium is simulated densely, but H ({self.n_out}×{self.n_in}) needs "
+                f"{self.medium.dense_bytes / 2**20:.0f} MiB, above the budget of "
+                f"{dense_budget_bytes / 2**20:.0f} MiB; raise the budget or set drift_per_frame = 0"
+            )
         self.camera = camera if camera is not None else Camera.from_profile(profile)
         noise_seed = derive_seed(self.seed, "opu-noise") if noise_seed is None else noise_seed
         #: the camera and laser noise streams
