@@ -39,6 +39,7 @@ class TrainConfig:
     channels: list[int] = field(default_factory=lambda: [32, 64])  # cnn only
     kernel_size: int = 5  # cnn only
     activation: str = "tanh"
+    readout_init_scale: float = 1.0  # multiplies the output layer's initial weights
     method: str = "dfa"
     backend: str = "digital"  # dfa only
     backend_options: dict[str, Any] = field(default_factory=dict)
@@ -51,6 +52,7 @@ class TrainConfig:
     lr_schedule: str = "constant"  # cosine: anneal to 0 over `epochs`, stepped per epoch
     seed: int = 0
     device: str = "cpu"
+    align_every: int = 0  # alignment diagnostics every N optimizer steps (0: off, no cost)
 
     # -- conversion -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -117,11 +119,20 @@ class TrainConfig:
             raise OptdfaError(f"train subset must be a positive integer, got {self.train_subset}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise OptdfaError(f"lr must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.readout_init_scale) and self.readout_init_scale >= 0):
+            raise OptdfaError(
+                f"readout init scale must be a non-negative number, got {self.readout_init_scale}"
+            )
         if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
             raise OptdfaError(f"momentum must be in [0, 1), got {self.momentum}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise OptdfaError(
                 f"weight decay must be a non-negative number, got {self.weight_decay}"
+            )
+        if self.align_every < 0:
+            raise OptdfaError(
+                f"align every must be a non-negative integer (0 turns the diagnostics off), "
+                f"got {self.align_every}"
             )
         if self.seed < 0 or self.data_seed < 0:
             raise OptdfaError("seeds must be non-negative integers")
@@ -144,6 +155,7 @@ _FIELD_TYPES: dict[str, Any] = {
     "channels": list,
     "kernel_size": int,
     "activation": str,
+    "readout_init_scale": float,
     "method": str,
     "backend": str,
     "backend_options": dict,
@@ -156,6 +168,7 @@ _FIELD_TYPES: dict[str, Any] = {
     "lr_schedule": str,
     "seed": int,
     "device": str,
+    "align_every": int,
 }
 
 

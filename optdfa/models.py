@@ -1,7 +1,8 @@
 """Model builders: MLPs and small CNNs with their DFA feedback points marked.
 
 Initialisation (from an explicit generator, never the global RNG): weights
-``N(0, gain²/fan_in)`` with gain 1 for tanh/erf/linear (LeCun) and √2 for relu (He); biases 0.
+``N(0, gain²/fan_in)`` with gain 1 for tanh/erf/linear (LeCun) and √2 for relu (He); biases 0;
+the output layer's weights optionally scaled by ``readout_scale``.
 """
 
 from __future__ import annotations
@@ -111,8 +112,14 @@ def build_model(
     channels: list[int] | None = None,
     kernel_size: int = 5,
     generator: torch.Generator,
+    readout_scale: float = 1.0,
 ) -> nn.Sequential:
-    """Build and initialise the model named ``model`` (``mlp`` or ``cnn``)."""
+    """Build and initialise the model named ``model`` (``mlp`` or ``cnn``).
+
+    ``readout_scale`` multiplies the initial weights of the output layer (1: the standard
+    initialisation; a small value starts the network with a near-zero output, the usual
+    teacher–student set-up).
+    """
     if activation not in ACTIVATIONS:
         raise choice_error("activation", activation, ACTIVATIONS)
     if model == "mlp":
@@ -122,4 +129,7 @@ def build_model(
     else:
         raise choice_error("model", model, MODELS)
     initialise(net, activation, generator)
+    if readout_scale != 1.0:
+        with torch.no_grad():
+            net[-1].weight.mul_(readout_scale)
     return net

@@ -13,7 +13,15 @@ import torch
 
 from optdfa.errors import OptdfaError
 
-RUN_FILES = ("config.toml", "metrics.jsonl", "summary.json", "curves.png", "checkpoint.pt")
+RUN_FILES = (
+    "config.toml",
+    "metrics.jsonl",
+    "summary.json",
+    "curves.png",
+    "checkpoint.pt",
+    "alignment.jsonl",
+    "alignment.png",
+)
 
 
 def _umask() -> int:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from optdfa.alignment import AlignmentHook
 from optdfa.config import TrainConfig, dumps_config, load_config
 from optdfa.data import Dataset, load_dataset
 from optdfa.errors import OptdfaError, TrainingDiverged
@@ -34,7 +35,7 @@ from optdfa.outputs import (
     atomic_write_text,
     ensure_writable_dir,
 )
-from optdfa.plotting import plot_curves
+from optdfa.plotting import plot_alignment, plot_curves
 from optdfa.rules import LearningRule, loss_for_task, make_rule
 from optdfa.seeding import torch_generator
 
@@ -103,6 +104,7 @@ class Trainer:
     def __post_init__(self) -> None:
         cfg = self.config
         cfg.validate()
+        self.hooks = list(self.hooks)
         self.device = resolve_device(cfg.device)
         if self.data is None:
             self.data = load_dataset(
@@ -123,12 +125,20 @@ class Trainer:
             channels=cfg.channels,
             kernel_size=cfg.kernel_size,
             generator=gen,
+            readout_scale=cfg.readout_init_scale,
         ).to(self.device)
         self.loss_fn = loss_for_task(self.data.task)
         self.rule = make_rule(
             cfg.method, seed=cfg.seed, backend=cfg.backend, backend_options=cfg.backend_options
         )
         self.rule.attach(self.model, self.data.x_train[:2])
+        #: the alignment diagnostics (``config.align_every > 0``), else None: no cost at all
+        self.alignment: AlignmentHook | None = next(
+            (h for h in self.hooks if isinstance(h, AlignmentHook)), None
+        )
+        if self.alignment is None and cfg.align_every > 0:
+            self.alignment = AlignmentHook(cfg.align_every)
+            self.hooks.append(self.alignment)
         self.optimizer = make_optimizer(cfg, self.model.parameters())
         self.scheduler = (
             torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs)
@@ -281,6 +291,8 @@ class Trainer:
             "rule": self.rule.describe(),
         }
         summary.update(self.rule.counters())
+        if self.alignment is not None:
+            summary["alignment"] = self.alignment.summary()
         return summary
 
 
@@ -386,6 +398,9 @@ def train(
                 atomic_torch_save(out / "checkpoint.pt", trainer.state_dict())
                 atomic_write_jsonl(out / "metrics.jsonl", trainer.metrics)
                 plot_curves(trainer.metrics, out / "curves.png", title)
+                if trainer.alignment is not None:
+                    atomic_write_jsonl(out / "alignment.jsonl", trainer.alignment.lines)
+                    plot_alignment(trainer.alignment.lines, out / "alignment.png", title)
     except TrainingDiverged as exc:
         if out is not None:
             summary = trainer.summary(status="diverged")
@@ -404,7 +419,10 @@ def _epoch_report(line: dict[str, Any], epochs: int) -> str:
     def pct(v: float | None) -> str:
         return "" if v is None else f" acc {100 * v:6.2f}%"
 
+    align = (line.get("alignment") or {}).get("signal", {}).get("total")
     return (
         f"epoch {line['epoch']:>3}/{epochs}  train loss {line['train_loss']:.4f}{pct(line['train_accuracy'])}"
-        f"  test loss {line['test_loss']:.4f}{pct(line['test_accuracy'])}  ({line['seconds']:.1f} s)"
+        f"  test loss {line['test_loss']:.4f}{pct(line['test_accuracy'])}"
+        + ("" if align is None else f"  gradient alignment {align:.3f}")
+        + f"  ({line['seconds']:.1f} s)"
     )

@@ -43,6 +43,7 @@ _FIELD_FLAGS = (
     "channels",
     "kernel_size",
     "activation",
+    "readout_init_scale",
     "method",
     "backend",
     "epochs",
@@ -54,6 +55,7 @@ _FIELD_FLAGS = (
     "lr_schedule",
     "seed",
     "device",
+    "align_every",
 )
 _TEACHER_FLAGS = ("input_dim", "hidden", "outputs", "noise", "n_train", "n_test", "task")
 
@@ -95,6 +97,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--kernel-size", type=positive_int, help="cnn kernel size (default 5)")
     g.add_argument(
         "--activation", choices=ACTIVATIONS, help=f"hidden activation (default {d.activation})"
+    )
+    g.add_argument(
+        "--readout-init-scale",
+        type=non_negative_float,
+        help="multiply the output layer's initial weights (default 1; small: near-zero output)",
     )
     g = p.add_argument_group("learning rule and feedback backend")
     g.add_argument("--method", choices=METHODS, help=f"learning rule (default {d.method})")
@@ -153,6 +160,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="seed of init, feedback matrix, data order, noise (default 0)",
     )
     g.add_argument("--device", choices=DEVICES, help="torch device (default cpu)")
+    g = p.add_argument_group("diagnostics")
+    g.add_argument(
+        "--align-every",
+        type=non_negative_int,
+        metavar="N",
+        help="measure gradient/weight alignment with backprop every N steps into "
+        "alignment.jsonl and alignment.png (default 0: off, no cost)",
+    )
     g = p.add_argument_group("run")
     g.add_argument("--config", help="TOML file of config fields (flags given here override it)")
     g.add_argument("--out", help="output folder (default runs/<dataset>-<method>-<time>)")

@@ -1,0 +1,1 @@
+"""Reproducible studies built on optdfa (run from the repository root with ``python -m``)."""

@@ -1,0 +1,101 @@
+"""The align-then-memorise experiments in their --quick modes (small, seeded, deterministic)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from experiments.align_then_memorise import cnn_failure, degeneracy, layer_order, two_phases
+from optdfa.alignment import SINGULAR_KAPPA
+from optdfa.errors import OptdfaError
+
+
+def _files(out, name):
+    payload = json.loads((out / f"{name}.json").read_text())
+    assert (out / f"{name}.png").stat().st_size > 20_000
+    return payload
+
+
+def test_two_phases_quick_aligns_before_it_memorises(tmp_path):
+    payload = two_phases.main(["--quick", "--seeds", "2", "--out", str(tmp_path)])
+    assert _files(tmp_path, "atm-two-phases")["reproduced"] == payload["reproduced"]
+    dfa, bp = payload["summary"]["dfa"], payload["summary"]["bp"]
+    assert payload["alignment_first_per_seed"] == [True, True]
+    assert dfa["t_signal"]["mean"] < dfa["t_loss"]["mean"]
+    # DFA aligns with its feedback vector; BP's weights do not turn towards it
+    assert dfa["plateau_signal"]["mean"] > 0.7 and abs(bp["final_signal"]["mean"]) < 0.4
+    assert payload["command"].startswith("python -m experiments.align_then_memorise.two_phases")
+
+
+def test_degeneracy_quick_separates_dfa_and_bp_solutions(tmp_path):
+    payload = degeneracy.main(["--quick", "--seeds", "2", "--out", str(tmp_path)])
+    _files(tmp_path, "atm-degeneracy")
+    assert payload["all_reached_target"]
+    s = payload["summary"]
+    assert s["dfa"]["gradient_alignment"]["mean"] > s["bp"]["gradient_alignment"]["mean"] + 0.3
+    assert all(r["train_loss"] <= payload["settings"]["target_train_loss"] for r in payload["rows"])
+
+
+def test_layer_order_quick_runs_on_mnist(tmp_path, shared_datasets):
+    payload = layer_order.main(
+        ["--quick", "--seeds", "1", "--data-dir", str(shared_datasets), "--out", str(tmp_path)]
+    )
+    _files(tmp_path, "atm-layer-order")
+    finals = [s["mean"] for s in payload["summary"]["final_signal"]]
+    assert len(finals) == 4 and finals[0] > 0.2 and finals[0] > finals[-1]
+    assert payload["verdict"] in ("reproduced", "partially reproduced", "not reproduced")
+
+
+def test_cnn_failure_quick_compares_conv_and_dense_feedback(tmp_path, shared_datasets):
+    torch.set_num_threads(1)
+    payload = cnn_failure.main(
+        ["--quick", "--seeds", "1", "--data-dir", str(shared_datasets), "--out", str(tmp_path)]
+    )
+    _files(tmp_path, "atm-cnn-failure")
+    cnn = payload["summary"]["mnist"]["cnn"]["dfa"]
+    mlp = payload["summary"]["mnist"]["mlp"]["dfa"]
+    # quick CNN: 8 conv channels for 10 classes (singular), 16 channels, then a dense point
+    assert cnn["feedback_units"][:3] == [8, 16, 64]
+    assert cnn["feedback_cond"][0]["mean"] == SINGULAR_KAPPA
+    assert cnn["feedback_cond"][1]["mean"] > max(s["mean"] for s in mlp["feedback_cond"][:2])
+    sweep = payload["conditioning_sweep"]["rows"]
+    assert [r["width"] for r in sweep][:3] == [4, 8, 16] and sweep[0]["mean"] == SINGULAR_KAPPA
+    assert sweep[-1]["mean"] < 1.5  # 1024 units for 10 outputs: nearly isometric
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--seeds", "0"], "--seeds"),
+        (["--profile", "noisy-lab"], "--profile applies"),
+        (["--backend", "no-such-backend"], "not installed"),
+    ],
+)
+def test_experiment_arguments_are_checked(tmp_path, argv, message):
+    with pytest.raises(OptdfaError, match=message):
+        two_phases.main([*argv, "--out", str(tmp_path)])
+    assert not any(tmp_path.iterdir())
+
+
+def test_experiments_survive_a_backend_that_cannot_report_its_matrix(tmp_path, monkeypatch):
+    """Real hardware may not know its feedback matrix: weight alignment is then undefined, and
+    the experiments must still run and write valid JSON (exercises experiment 5's code path)."""
+    from optdfa.backends.digital import DigitalBackend
+
+    monkeypatch.setattr(DigitalBackend, "feedback_matrix", lambda self: None)
+    payload = two_phases.main(["--quick", "--seeds", "1", "--out", str(tmp_path)])
+    assert payload["summary"]["dfa"]["final_weight"]["mean"] is None
+    assert payload["summary"]["dfa"]["final_signal"]["mean"] > 0.5  # still measured
+    assert _files(tmp_path, "atm-two-phases")["summary"]["dfa"]["t_weight"]["n"] == 0
+
+
+def test_conditioning_sweep_follows_marchenko_pastur():
+    sweep = cnn_failure.conditioning_sweep([5, 40, 640], draws=10, n_out=10)
+    narrow, mid, wide = sweep["rows"]
+    assert narrow["mean"] == SINGULAR_KAPPA and narrow["marchenko_pastur"] is None
+    # κ of a 10 × N Gaussian matrix ≈ (1 + sqrt(10/N)) / (1 − sqrt(10/N)): 3 for N = 40
+    assert mid["marchenko_pastur"] == pytest.approx(3.0)
+    assert mid["mean"] == pytest.approx(3.0, rel=0.35)
+    assert wide["mean"] == pytest.approx(wide["marchenko_pastur"], rel=0.1)
