@@ -15,6 +15,14 @@ from typing import Any
 
 import torch
 
+from optdfa.bench_opu import (
+    bench_aurora_projection,
+    bench_opu_transform,
+    bench_sim_step,
+    format_aurora_projection,
+    format_opu_transform,
+    format_sim_step,
+)
 from optdfa.models import build_model
 from optdfa.rules import cross_entropy, make_rule
 from optdfa.seeding import torch_generator
@@ -118,5 +126,20 @@ BENCHMARKS: dict[
         bench_step,
         format_step,
         "DFA train step ÷ BP train step, MLP 784-1000-1000-1000-10, batch 128",
+    ),
+    "sim-step": (
+        bench_sim_step,
+        format_sim_step,
+        "sim-opu DFA step (lighton-aurora) ÷ digital DFA step, MLP 784-1000-1000-1000-10",
+    ),
+    "opu-transform": (
+        bench_opu_transform,
+        format_opu_transform,
+        "|Hx|² of 1000 frames 1024 → 10 000: lightonml SimulatedOpuDevice ÷ optdfa",
+    ),
+    "aurora-projection": (
+        bench_aurora_projection,
+        format_aurora_projection,
+        "one frame at full Aurora scale (1 039 680 → 2 073 600): time, peak RSS (long)",
     ),
 }

@@ -25,6 +25,8 @@ ENTRY_POINT_GROUP = "optdfa.backends"
 #: name -> "module:Class" of the backends shipped with optdfa (imported lazily)
 BUILTIN_BACKENDS: dict[str, str] = {
     "digital": "optdfa.backends.digital:DigitalBackend",
+    "sim-opu": "optdfa.backends.sim_opu:SimOpuBackend",
+    "lightonml": "optdfa.backends.lightonml_backend:LightonmlBackend",
 }
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 
-from optdfa.cli.options import positive_int
+from optdfa.cli.options import key_value, positive_int
 from optdfa.errors import OptdfaError
 from optdfa.outputs import atomic_write_json
 
@@ -15,17 +16,24 @@ HELP = "measure speed ratios (run side by side in one process)"
 def register(sub: argparse._SubParsersAction) -> None:
     from optdfa.bench import BENCHMARKS
 
-    lines = "\n".join(f"  {name:10s} {desc}" for name, (_, _, desc) in BENCHMARKS.items())
+    lines = "\n".join(f"  {name:18s} {desc}" for name, (_, _, desc) in BENCHMARKS.items())
     p = sub.add_parser(
         "bench",
         help=HELP,
-        description=f"{HELP}.\n\nbenchmarks:\n{lines}\n  all        every one",
+        description=f"{HELP}.\n\nbenchmarks:\n{lines}\n  all                every one",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("name", nargs="?", default="all", help="benchmark to run (default all)")
     p.add_argument("--repeats", type=positive_int, help="timed repetitions per variant")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument(
+        "--param",
+        action="append",
+        type=key_value,
+        metavar="KEY=VALUE",
+        help="a parameter of the benchmark function, e.g. n_out=65536 (repeatable; one benchmark)",
+    )
     p.set_defaults(func=run)
 
 
@@ -37,10 +45,21 @@ def run(args: argparse.Namespace) -> int:
             f"unknown benchmark {args.name!r}; valid: {', '.join([*BENCHMARKS, 'all'])}"
         )
     names = list(BENCHMARKS) if args.name == "all" else [args.name]
+    params = dict(args.param or [])
+    if params:
+        if len(names) != 1:
+            raise OptdfaError("--param applies to one named benchmark, not to 'all'")
+        accepted = set(inspect.signature(BENCHMARKS[names[0]][0]).parameters)
+        unknown = sorted(set(params) - accepted)
+        if unknown:
+            raise OptdfaError(
+                f"benchmark {names[0]!r} has no parameter(s) {', '.join(unknown)}; "
+                f"valid: {', '.join(sorted(accepted))}"
+            )
     results = []
     for name in names:
         fn, fmt, _ = BENCHMARKS[name]
-        kwargs = {"device": args.device}
+        kwargs = {"device": args.device, **params}
         if args.repeats:
             kwargs["repeats"] = args.repeats
         result = fn(**kwargs)

@@ -9,7 +9,7 @@ import sys
 from optdfa.errors import OptdfaError
 
 #: modules under optdfa.cli that provide ``register(subparsers)``, in help order
-COMMANDS = ("train", "bench")
+COMMANDS = ("train", "bench", "characterise")
 
 
 class _Parser(argparse.ArgumentParser):

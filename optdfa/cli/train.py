@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from optdfa.backends import available_backends
+from optdfa.backends import available_backends, backend_class
 from optdfa.cli.options import (
     int_list,
     key_value,
@@ -27,6 +27,7 @@ from optdfa.config import (
 from optdfa.data import DATASETS
 from optdfa.errors import OptdfaError
 from optdfa.models import ACTIVATIONS, MODELS
+from optdfa.optics.profile import available_profiles
 from optdfa.rules import METHODS
 
 HELP = "train a network with backprop, feedback alignment or direct feedback alignment"
@@ -116,6 +117,31 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="an option of the feedback backend (repeatable)",
     )
+    g.add_argument(
+        "--profile",
+        metavar="NAME|PATH",
+        help=(
+            "hardware profile of an optical backend (--backend sim-opu or lightonml): "
+            f"{', '.join(available_profiles())}, or a .toml file (default lighton-aurora)"
+        ),
+    )
+    g.add_argument(
+        "--opu",
+        action="append",
+        type=key_value,
+        metavar="KEY=VALUE",
+        help=(
+            "override one field of the hardware profile, e.g. adc_bits=6, read_noise_e=12, "
+            "encoder=bitplane:3 (repeatable; fields in docs/user-guide.md)"
+        ),
+    )
+    g.add_argument(
+        "--lightonml-simulated",
+        dest="lightonml_simulated",
+        action="store_true",
+        default=None,
+        help="--backend lightonml: use lightonml's simulated OPU instead of a real one",
+    )
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=positive_int, help=f"epochs (default {d.epochs})")
     g.add_argument("--batch-size", type=positive_int, help=f"batch size (default {d.batch_size})")
@@ -179,11 +205,37 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     )
     for key, value in args.backend_option or []:
         options[key] = value
+    if args.profile is not None or args.opu:
+        _check_profile_flags(data.get("backend", "digital"))
+        if args.profile is not None:
+            options["profile"] = args.profile
+        if args.opu:
+            overrides = options.get("overrides", {})
+            overrides = dict(overrides) if isinstance(overrides, dict) else {}
+            for key, value in args.opu:
+                overrides[key] = value
+            options["overrides"] = overrides
+    if args.lightonml_simulated:
+        if data.get("backend", "digital") != "lightonml":
+            raise OptdfaError("--lightonml-simulated applies to --backend lightonml only")
+        options["simulated"] = True
     if options:
         data["backend_options"] = options
     config = TrainConfig.from_dict(data, source=source)
     config.validate()
     return config
+
+
+def _check_profile_flags(backend: Any) -> None:
+    """``--profile`` / ``--opu`` configure optical backends only."""
+    if not isinstance(backend, str) or not getattr(
+        backend_class(backend), "uses_opu_profile", False
+    ):
+        raise OptdfaError(
+            f"--profile and --opu configure an optical feedback backend (--backend sim-opu or "
+            f"lightonml); "
+            f"they do not apply to --backend {backend}"
+        )
 
 
 def _explicit_flags(args: argparse.Namespace) -> list[str]:
@@ -194,6 +246,9 @@ def _explicit_flags(args: argparse.Namespace) -> list[str]:
             *(f"teacher_{t}" for t in _TEACHER_FLAGS),
             "config",
             "backend_option",
+            "profile",
+            "opu",
+            "lightonml_simulated",
         )
         if getattr(args, n, None) is not None
     ]

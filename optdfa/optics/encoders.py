@@ -1,0 +1,236 @@
+"""Encoders: a signed real error batch → binary DMD frames (and back).
+
+Every encoder writes each sample ``e_b`` (a row of the error, length ``n``) as a signed sum of
+``planes`` binary frames::
+
+    e_b ≈ scale_b · Σ_p coefficients_p · frames[b, p]          (frames ∈ {0, 1}^n)
+
+so any linear map ``M`` of the error is recovered from the maps of the frames:
+``M e_b ≈ scale_b Σ_p coefficients_p M frames[b, p]`` (see :meth:`Encoding.combine`).
+
+- ``ternary[:τ]`` — deterministic ternarisation (the LightOn photonic-DFA choice): entries with
+  ``|e_k| > τ·max|e_b|`` become ``sign(e_k)``, the rest 0; two planes (positive, negative part)
+  with coefficients ``+1, −1``; ``scale_b = ⟨e_b, t_b⟩/‖t_b‖²`` (least-squares amplitude).
+  Default ``τ = 0.1``.
+- ``stochastic`` — dithered, unbiased ternarisation: ``t_k = sign(e_k)`` with probability
+  ``|e_k|/max|e_b|``, else 0; ``scale_b = max|e_b|`` so that ``E[scale_b·t_b] = e_b``.
+- ``bitplane:K`` — ``|e_k|/max|e_b|`` rounded to K bits per sign; 2K planes (K positive, K
+  negative) with coefficients ``±2^i``; ``scale_b = max|e_b|/(2^K − 1)``. Error ≤ half a level.
+
+Samples whose error is all zero give all-zero frames and ``scale_b = 0``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+from optdfa.errors import OptdfaError
+
+ENCODERS = ("ternary", "stochastic", "bitplane")
+DEFAULT_THRESHOLD = 0.1
+MAX_BITS = 16
+
+
+@dataclass
+class Encoding:
+    """Binary frames of an error batch and how to recombine them."""
+
+    #: ``(batch, planes, n)`` bool
+    frames: torch.Tensor
+    #: ``(planes,)`` float (CPU): signed weight of each plane
+    coefficients: torch.Tensor
+    #: ``(batch,)`` float: amplitude of each sample (error units per frame unit)
+    scale: torch.Tensor
+
+    @property
+    def planes(self) -> int:
+        return self.frames.shape[1]
+
+    def combine(self, projections: torch.Tensor) -> torch.Tensor:
+        """Recombine per-frame linear projections ``(batch, planes, m)`` into ``(batch, m)``."""
+        planes = [projections[:, p] for p in range(self.planes)]
+        return self._combine(planes[0].clone(), planes[1:])
+
+    def combine_indexed(self, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """As :meth:`combine`, frame ``(b, p)``'s projection being ``table[index[b·planes + p]]``."""
+        index = index.view(-1, self.planes)
+        rest = [table[index[:, p]] for p in range(1, self.planes)]
+        return self._combine(table[index[:, 0]], rest)
+
+    def _combine(self, first: torch.Tensor, rest: list[torch.Tensor]) -> torch.Tensor:
+        """``scale ⊙ Σ_p w_p plane_p``, accumulated into ``first`` (a tensor the caller owns)."""
+        coeffs = self.coefficients.tolist()
+        if coeffs[0] != 1:
+            first.mul_(coeffs[0])
+        for plane, c in zip(rest, coeffs[1:], strict=True):
+            first.add_(plane, alpha=c)
+        return first.mul_(self.scale.to(first.dtype)[:, None])
+
+    def decode(self) -> torch.Tensor:
+        """The error these frames represent, ``(batch, n)`` (the identity projection)."""
+        return self.combine(self.frames.to(self.scale.dtype))
+
+
+class Encoder(ABC):
+    """Turns ``(batch, n)`` signed errors into an :class:`Encoding`."""
+
+    #: how the encoder is written in a profile or on the command line
+    spec: str
+    #: binary frames per sample
+    planes: int
+    #: whether :meth:`encode` consumes random numbers
+    stochastic: bool = False
+
+    @abstractmethod
+    def _encode(
+        self,
+        error: torch.Tensor,
+        magnitude: torch.Tensor,
+        peak: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> Encoding: ...
+
+    def encode(
+        self,
+        error: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        check_finite: bool = True,
+    ) -> Encoding:
+        """Encode ``error`` (batch, n); ``generator`` drives stochastic encoders.
+
+        ``check_finite=False`` skips the NaN/inf check (for callers that made it already).
+        """
+        if error.ndim != 2:
+            raise OptdfaError(
+                f"encoder {self.spec!r} expects an error of shape (batch, n), got {tuple(error.shape)}"
+            )
+        if check_finite and not torch.isfinite(error).all():
+            raise OptdfaError(f"encoder {self.spec!r} received a non-finite error (NaN or inf)")
+        if self.stochastic and generator is None:
+            raise ValueError(f"encoder {self.spec!r} needs a torch.Generator")
+        if not error.is_floating_point():
+            error = error.float()
+        magnitude = error.abs()
+        return self._encode(error, magnitude, magnitude.amax(dim=1), generator)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r})"
+
+
+def _signed_planes(error: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``(batch, 2, n)`` bool: kept entries of the positive part, of the negative part."""
+    return torch.stack(((error > 0) & keep, (error < 0) & keep), dim=1)
+
+
+_PLUS_MINUS = torch.tensor([1.0, -1.0])
+
+
+class TernaryEncoder(Encoder):
+    """Deterministic ternarisation with threshold ``τ`` relative to the sample's largest entry."""
+
+    planes = 2
+
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD) -> None:
+        if not (math.isfinite(threshold) and 0 <= threshold < 1):
+            raise OptdfaError(f"ternary threshold must be in [0, 1), got {threshold}")
+        self.threshold = float(threshold)
+        self.spec = f"ternary:{self.threshold:g}"
+
+    def _encode(
+        self,
+        error: torch.Tensor,
+        magnitude: torch.Tensor,
+        peak: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> Encoding:
+        keep = magnitude > (self.threshold * peak)[:, None]
+        # ⟨e, t⟩ = Σ |e_k| over kept entries, ‖t‖² = number of kept entries
+        scale = (magnitude * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1)
+        return Encoding(_signed_planes(error, keep), _PLUS_MINUS, scale)
+
+
+class StochasticTernaryEncoder(Encoder):
+    """Unbiased dithered ternarisation: ``E[scale·t] = e``."""
+
+    planes = 2
+    stochastic = True
+    spec = "stochastic"
+
+    def _encode(
+        self,
+        error: torch.Tensor,
+        magnitude: torch.Tensor,
+        peak: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> Encoding:
+        prob = magnitude / peak.clamp_min(torch.finfo(error.dtype).tiny)[:, None]
+        u = torch.rand(error.shape, generator=generator, device=error.device, dtype=error.dtype)
+        return Encoding(_signed_planes(error, u < prob), _PLUS_MINUS, peak)
+
+
+class BitPlaneEncoder(Encoder):
+    """``K`` bits per sign: ``2K`` frames recombined with powers of two."""
+
+    def __init__(self, bits: int) -> None:
+        if not (isinstance(bits, int) and 1 <= bits <= MAX_BITS):
+            raise OptdfaError(f"bitplane needs 1 to {MAX_BITS} bits, got {bits}")
+        self.bits = bits
+        self.planes = 2 * bits
+        self.spec = f"bitplane:{bits}"
+        powers = 2.0 ** torch.arange(bits, dtype=torch.float64)
+        self._coefficients = torch.cat((powers, -powers)).float()
+
+    def _encode(
+        self,
+        error: torch.Tensor,
+        magnitude: torch.Tensor,
+        peak: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> Encoding:
+        levels = 2**self.bits - 1
+        step = peak / levels
+        q = torch.round(magnitude / step.clamp_min(torch.finfo(error.dtype).tiny)[:, None])
+        q = q.clamp_(0, levels).to(torch.int32)
+        powers = 2 ** torch.arange(self.bits, device=error.device, dtype=torch.int32)
+        bits = (q[:, None, :] & powers[None, :, None]) != 0  # (batch, K, n)
+        positive = (error > 0)[:, None, :]
+        negative = (error < 0)[:, None, :]
+        frames = torch.cat((bits & positive, bits & negative), dim=1)
+        return Encoding(frames, self._coefficients, step)
+
+
+def parse_encoder(spec: str) -> Encoder:
+    """Build an encoder from its spec: ``ternary[:THRESHOLD]``, ``stochastic``, ``bitplane:K``."""
+    if not isinstance(spec, str):
+        raise OptdfaError(f"an encoder is given as a string, got {spec!r}")
+    text = spec.strip().lower()
+    name, sep, arg = text.partition(":")
+    usage = "valid encoders: ternary[:THRESHOLD] (e.g. ternary:0.15), stochastic, bitplane:K (K = 1..16)"
+    if name == "ternary":
+        if not sep:
+            return TernaryEncoder()
+        try:
+            threshold = float(arg)
+        except ValueError:
+            raise OptdfaError(
+                f"cannot parse encoder {spec!r}: the ternary threshold must be a number in [0, 1)"
+            ) from None
+        return TernaryEncoder(threshold)
+    if name == "stochastic":
+        if sep:
+            raise OptdfaError(f"cannot parse encoder {spec!r}: stochastic takes no parameter")
+        return StochasticTernaryEncoder()
+    if name == "bitplane":
+        try:
+            bits = int(arg)
+        except ValueError:
+            raise OptdfaError(
+                f"cannot parse encoder {spec!r}: write bitplane:K with K bits per sign (1..16)"
+            ) from None
+        return BitPlaneEncoder(bits)
+    raise OptdfaError(f"cannot parse encoder {spec!r}; {usage}")
