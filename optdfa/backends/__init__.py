@@ -26,6 +26,7 @@ ENTRY_POINT_GROUP = "optdfa.backends"
 BUILTIN_BACKENDS: dict[str, str] = {
     "digital": "optdfa.backends.digital:DigitalBackend",
     "sim-opu": "optdfa.backends.sim_opu:SimOpuBackend",
+    "lightonml": "optdfa.backends.lightonml_backend:LightonmlBackend",
 }
 
 

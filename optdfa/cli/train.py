@@ -124,7 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--profile",
         metavar="NAME|PATH",
         help=(
-            "hardware profile of an optical backend (--backend sim-opu): "
+            "hardware profile of an optical backend (--backend sim-opu or lightonml): "
             f"{', '.join(available_profiles())}, or a .toml file (default lighton-aurora)"
         ),
     )
@@ -137,6 +137,13 @@ def register(sub: argparse._SubParsersAction) -> None:
             "override one field of the hardware profile, e.g. adc_bits=6, read_noise_e=12, "
             "encoder=bitplane:3 (repeatable; fields in docs/user-guide.md)"
         ),
+    )
+    g.add_argument(
+        "--lightonml-simulated",
+        dest="lightonml_simulated",
+        action="store_true",
+        default=None,
+        help="--backend lightonml: use lightonml's simulated OPU instead of a real one",
     )
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=positive_int, help=f"epochs (default {d.epochs})")
@@ -229,6 +236,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             for key, value in args.opu:
                 overrides[key] = value
             options["overrides"] = overrides
+    if args.lightonml_simulated:
+        if data.get("backend", "digital") != "lightonml":
+            raise OptdfaError("--lightonml-simulated applies to --backend lightonml only")
+        options["simulated"] = True
     if options:
         data["backend_options"] = options
     config = TrainConfig.from_dict(data, source=source)
@@ -242,7 +253,8 @@ def _check_profile_flags(backend: Any) -> None:
         backend_class(backend), "uses_opu_profile", False
     ):
         raise OptdfaError(
-            f"--profile and --opu configure an optical feedback backend (--backend sim-opu); "
+            f"--profile and --opu configure an optical feedback backend (--backend sim-opu or "
+            f"lightonml); "
             f"they do not apply to --backend {backend}"
         )
 
@@ -257,6 +269,7 @@ def _explicit_flags(args: argparse.Namespace) -> list[str]:
             "backend_option",
             "profile",
             "opu",
+            "lightonml_simulated",
         )
         if getattr(args, n, None) is not None
     ]
