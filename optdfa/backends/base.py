@@ -101,6 +101,8 @@ class FeedbackBackend(ABC):
 
     #: registry name, e.g. ``"digital"``
     name: ClassVar[str] = ""
+    #: True when :meth:`set_error_bound` makes the backend's noise data-independent (photonic DP)
+    private_encoding: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.layout: FeedbackLayout | None = None

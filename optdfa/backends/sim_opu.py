@@ -62,6 +62,8 @@ class SimOpuBackend(FeedbackBackend):
     name = "sim-opu"
     #: the CLI's ``--profile`` / ``--opu`` flags apply to backends that set this
     uses_opu_profile = True
+    #: an error bound fixes the encoding scale and shows every frame (photonic DP)
+    private_encoding = True
     OPTIONS = ("profile", "overrides", "dense_budget_mb", "noise_streams")
 
     def __init__(self, **options: Any) -> None:

@@ -147,11 +147,13 @@ def photonic_mechanism(
     if noise not in NOISE_SOURCES:
         raise OptdfaError(f"unknown noise source {noise!r}; valid: {', '.join(NOISE_SOURCES)}")
     needed = ("decoder", "encoder", "profile", "opu")
-    if not all(getattr(backend, a, None) is not None for a in needed):
+    if not getattr(backend, "private_encoding", False) or not all(
+        getattr(backend, a, None) is not None for a in needed
+    ):
         raise OptdfaError(
-            f"backend {getattr(backend, 'name', backend)!r} does not expose an optical device "
-            f"noise model: photonic DP needs an optical backend such as sim-opu (the digital "
-            f"projection is exact and adds no noise)"
+            f"backend {getattr(backend, 'name', backend)!r} cannot run the photonic-DP "
+            f"mechanism (a fixed encoding scale and a device noise model): use sim-opu; the "
+            f"digital projection is exact and adds no noise"
         )
     encoder = backend.encoder
     if not isinstance(encoder, (StochasticTernaryEncoder, BitPlaneEncoder)):
