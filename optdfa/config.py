@@ -53,6 +53,10 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     align_every: int = 0  # alignment diagnostics every N optimizer steps (0: off, no cost)
+    # photonic differential privacy (dfa on an optical backend; docs/privacy.md)
+    dp_delta: float | None = None  # report (ε, δ) per epoch for this δ
+    dp_clip_error: float | None = None  # per-sample error norm bound C_e
+    dp_clip_activation: float | None = None  # per-sample layer-input norm bound C_h
 
     # -- conversion -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -143,6 +147,30 @@ class TrainConfig:
                     f"{name} widths must be positive integers, got {getattr(self, name)}"
                 )
         self.teacher.validate()
+        dp = {
+            "dp_delta": self.dp_delta,
+            "dp_clip_error": self.dp_clip_error,
+            "dp_clip_activation": self.dp_clip_activation,
+        }
+        if any(v is not None for v in dp.values()) and self.method != "dfa":
+            raise OptdfaError(
+                f"--dp-delta and the --dp-clip-* bounds apply to --method dfa only (got --method {self.method})"
+            )
+        for name in ("dp_clip_error", "dp_clip_activation"):
+            value = dp[name]
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise OptdfaError(
+                    f"{name.replace('_', ' ')} must be a positive number, got {value}"
+                )
+        if self.dp_delta is not None:
+            if not 0 < self.dp_delta < 1:
+                raise OptdfaError(f"dp delta must be in (0, 1), got {self.dp_delta}")
+            if self.dp_clip_error is None:
+                raise OptdfaError(
+                    "--dp-delta needs --dp-clip-error C (the per-sample error bound that fixes the "
+                    "encoding scale; C = 1.5 clips nothing for softmax cross-entropy, whose "
+                    "per-sample error norm is at most sqrt(2))"
+                )
 
 
 _FIELD_TYPES: dict[str, Any] = {
@@ -169,6 +197,9 @@ _FIELD_TYPES: dict[str, Any] = {
     "seed": int,
     "device": str,
     "align_every": int,
+    "dp_delta": (float, None),
+    "dp_clip_error": (float, None),
+    "dp_clip_activation": (float, None),
 }
 
 

@@ -129,7 +129,12 @@ class Trainer:
         ).to(self.device)
         self.loss_fn = loss_for_task(self.data.task)
         self.rule = make_rule(
-            cfg.method, seed=cfg.seed, backend=cfg.backend, backend_options=cfg.backend_options
+            cfg.method,
+            seed=cfg.seed,
+            backend=cfg.backend,
+            backend_options=cfg.backend_options,
+            clip_error=cfg.dp_clip_error,
+            clip_activation=cfg.dp_clip_activation,
         )
         self.rule.attach(self.model, self.data.x_train[:2])
         #: the alignment diagnostics (``config.align_every > 0``), else None: no cost at all
@@ -139,6 +144,14 @@ class Trainer:
         if self.alignment is None and cfg.align_every > 0:
             self.alignment = AlignmentHook(cfg.align_every)
             self.hooks.append(self.alignment)
+        #: ε per epoch of a private run (``config.dp_delta``), else None
+        self.privacy = None
+        if cfg.dp_delta is not None:
+            from optdfa.privacy.hook import PrivacyHook
+
+            self.privacy = PrivacyHook(cfg.dp_delta)
+            self.privacy.ensure_mechanism(self)  # a clear error now rather than after an epoch
+            self.hooks.append(self.privacy)
         self.optimizer = make_optimizer(cfg, self.model.parameters())
         self.scheduler = (
             torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs)
@@ -293,6 +306,19 @@ class Trainer:
         summary.update(self.rule.counters())
         if self.alignment is not None:
             summary["alignment"] = self.alignment.summary()
+        if self.privacy is not None:
+            from optdfa.privacy import privacy_report
+
+            cfg = self.config
+            summary["privacy"] = privacy_report(
+                self.privacy.ensure_mechanism(self),
+                batch_size=cfg.batch_size,
+                dataset_size=len(self.data.x_train),
+                epochs=max(1, self.epoch),
+                delta=cfg.dp_delta,
+                clip_error=cfg.dp_clip_error,
+                clip_activation=cfg.dp_clip_activation,
+            )
         return summary
 
 
@@ -419,10 +445,15 @@ def _epoch_report(line: dict[str, Any], epochs: int) -> str:
     def pct(v: float | None) -> str:
         return "" if v is None else f" acc {100 * v:6.2f}%"
 
+    dp = ""
+    if "dp_delta" in line:
+        eps = line.get("dp_epsilon")
+        dp = f"  ε {'inf' if eps is None else f'{eps:.4g}'} (δ {line['dp_delta']:g})"
     align = (line.get("alignment") or {}).get("signal", {}).get("total")
     return (
         f"epoch {line['epoch']:>3}/{epochs}  train loss {line['train_loss']:.4f}{pct(line['train_accuracy'])}"
         f"  test loss {line['test_loss']:.4f}{pct(line['test_accuracy'])}"
         + ("" if align is None else f"  gradient alignment {align:.3f}")
+        + dp
         + f"  ({line['seconds']:.1f} s)"
     )

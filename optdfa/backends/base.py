@@ -101,10 +101,14 @@ class FeedbackBackend(ABC):
 
     #: registry name, e.g. ``"digital"``
     name: ClassVar[str] = ""
+    #: True when :meth:`set_error_bound` makes the backend's noise data-independent (photonic DP)
+    private_encoding: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.layout: FeedbackLayout | None = None
         self._counters = dict.fromkeys(COUNTER_KEYS, 0.0)
+        #: a bound on every error row's norm (set by a learning rule that clips its errors)
+        self.error_bound: float | None = None
 
     # -- required -------------------------------------------------------------------------
     @abstractmethod
@@ -136,6 +140,16 @@ class FeedbackBackend(ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._counters.update(state.get("counters", {}))
+
+    def set_error_bound(self, bound: float | None) -> None:
+        """Promise that every error row will satisfy ``‖e_b‖ ≤ bound`` (``None``: no promise).
+
+        A noisy backend may then encode with a fixed, data-independent scale, which makes its
+        noise a Gaussian mechanism for photonic differential privacy (``docs/privacy.md``).
+        """
+        if bound is not None and not (math.isfinite(bound) and bound > 0):
+            raise OptdfaError(f"an error bound must be a positive number, got {bound}")
+        self.error_bound = None if bound is None else float(bound)
 
     def close(self) -> None:
         """Release devices or memory held by the backend."""

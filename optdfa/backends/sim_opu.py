@@ -62,6 +62,8 @@ class SimOpuBackend(FeedbackBackend):
     name = "sim-opu"
     #: the CLI's ``--profile`` / ``--opu`` flags apply to backends that set this
     uses_opu_profile = True
+    #: an error bound fixes the encoding scale and shows every frame (photonic DP)
+    private_encoding = True
     OPTIONS = ("profile", "overrides", "dense_budget_mb", "noise_streams")
 
     def __init__(self, **options: Any) -> None:
@@ -166,9 +168,14 @@ class SimOpuBackend(FeedbackBackend):
             self.calibration_frames += opu.frames - before
             self._calibrated_at = opu.frames
         generator = self.encoder_generator if self.encoder.stochastic else None
-        enc = self.encoder.encode(error.to(torch.float32), generator, check_finite=False)
+        private = self.error_bound is not None  # photonic DP: data-independent noise
+        enc = self.encoder.encode(
+            error.to(torch.float32), generator, check_finite=False, peak=self.error_bound
+        )
         batch, planes, n = enc.frames.shape
-        table, index = decoder.measure_indexed(enc.frames.reshape(batch * planes, n))
+        table, index = decoder.measure_indexed(
+            enc.frames.reshape(batch * planes, n), every_frame=private
+        )
         feedback = enc.combine_indexed(table, index)
         feedback.mul_(self.block_std)
         self._count(projections=1, samples=batch)

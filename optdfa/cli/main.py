@@ -9,7 +9,7 @@ import sys
 from optdfa.errors import OptdfaError
 
 #: modules under optdfa.cli that provide ``register(subparsers)``, in help order
-COMMANDS = ("train", "bench", "characterise")
+COMMANDS = ("train", "sweep", "cost", "privacy", "characterise", "bench")
 
 
 class _Parser(argparse.ArgumentParser):

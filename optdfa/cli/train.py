@@ -55,6 +55,9 @@ _FIELD_FLAGS = (
     "lr_schedule",
     "seed",
     "device",
+    "dp_delta",
+    "dp_clip_error",
+    "dp_clip_activation",
     "align_every",
 )
 _TEACHER_FLAGS = ("input_dim", "hidden", "outputs", "noise", "n_train", "n_test", "task")
@@ -160,6 +163,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="seed of init, feedback matrix, data order, noise (default 0)",
     )
     g.add_argument("--device", choices=DEVICES, help="torch device (default cpu)")
+    g = p.add_argument_group("photonic differential privacy (dfa on an optical backend)")
+    g.add_argument(
+        "--dp-delta",
+        type=positive_float,
+        help="report (ε, δ) after every epoch for this δ (e.g. 1e-5); needs --dp-clip-error",
+    )
+    g.add_argument(
+        "--dp-clip-error",
+        type=positive_float,
+        metavar="C",
+        help="clip each per-sample error dL_b/dy_b to norm C; the encoder then uses the fixed scale C",
+    )
+    g.add_argument(
+        "--dp-clip-activation",
+        type=positive_float,
+        metavar="C",
+        help="clip each sample's layer input (with the bias' 1) to norm C in the updates",
+    )
     g = p.add_argument_group("diagnostics")
     g.add_argument(
         "--align-every",
@@ -283,4 +304,16 @@ def run(args: argparse.Namespace) -> int:
         f"{s['epochs']} epochs in {s['seconds']:.1f} s  -> {result.out_dir}",
         file=sys.stdout,
     )
+    if "privacy" in s:
+        from optdfa.privacy.report import format_epsilon
+
+        p = s["privacy"]
+        per_epoch = ", ".join(format_epsilon(e) for e in p["epsilon_per_epoch"])
+        m = p["mechanism"]
+        print(
+            f"photonic DP (δ = {p['delta']:g}, noise multiplier {m['noise_multiplier']:.3g}, "
+            f"sample rate {p['sample_rate']:.4g}): ε per epoch {per_epoch}; ε = 1 would need "
+            f"{p['targets']['1']['noise_scale_needed']:.3g}x the device noise (docs/privacy.md)",
+            file=sys.stdout,
+        )
     return 0

@@ -124,12 +124,16 @@ class LinearDecoder(ABC):
     def _measure_distinct(self, frames: torch.Tensor, out: torch.Tensor) -> None:
         """Write ``M̃x`` of nonzero frames ``(u, n_signal)`` into ``out`` ``(u, n_out)``."""
 
-    def measure_indexed(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def measure_indexed(
+        self, frames: torch.Tensor, *, every_frame: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Measurements without repetition: ``(table (k+1, n_out), index (n,))``.
 
         ``table[index]`` equals :meth:`measure` of ``frames``: ``table`` holds one row per
         distinct nonzero frame (every frame when deduplication is off) and a final zero row,
         which all-zero frames point to. Lets callers recombine without copying repeated rows.
+        ``every_frame=True`` shows every frame, repeated or all-zero, so that each carries its
+        own, independent device noise (photonic DP).
         """
         if self.norm is None:
             raise RuntimeError(f"{type(self).__name__}.calibrate() must run before measure()")
@@ -138,11 +142,13 @@ class LinearDecoder(ABC):
                 f"expected frames of shape (n, {self.n_signal}), got {tuple(frames.shape)}"
             )
         frames = frames.bool()
-        if self.deduplicate:
+        if self.deduplicate and not every_frame:
             distinct, inverse = unique_frames(frames)
         else:
             distinct, inverse = frames, None
         nonzero = distinct.any(dim=1)
+        if every_frame:
+            nonzero = torch.ones_like(nonzero)
         if bool(nonzero.all()):
             shown, position = distinct, None
         else:
@@ -162,9 +168,9 @@ class LinearDecoder(ABC):
             index = torch.arange(k, device=frames.device)
         return table, index.to(table.device)
 
-    def measure(self, frames: torch.Tensor) -> torch.Tensor:
+    def measure(self, frames: torch.Tensor, *, every_frame: bool = False) -> torch.Tensor:
         """``M̃x`` for binary frames ``(n, n_signal)``: float32 ``(n, n_out)``."""
-        table, index = self.measure_indexed(frames)
+        table, index = self.measure_indexed(frames, every_frame=every_frame)
         return table[index]
 
     def _with_reference(self, frames: torch.Tensor, on: bool) -> torch.Tensor:

@@ -100,10 +100,13 @@ class Encoder(ABC):
         generator: torch.Generator | None = None,
         *,
         check_finite: bool = True,
+        peak: float | None = None,
     ) -> Encoding:
         """Encode ``error`` (batch, n); ``generator`` drives stochastic encoders.
 
         ``check_finite=False`` skips the NaN/inf check (for callers that made it already).
+        ``peak`` replaces each sample's ``max|e_b|`` by one fixed bound (every ``|e_bk| ≤ peak``):
+        the stochastic and bit-plane scales then no longer depend on the data (photonic DP).
         """
         if error.ndim != 2:
             raise OptdfaError(
@@ -115,8 +118,14 @@ class Encoder(ABC):
             raise ValueError(f"encoder {self.spec!r} needs a torch.Generator")
         if not error.is_floating_point():
             error = error.float()
-        magnitude = error.abs()
-        return self._encode(error, magnitude, magnitude.amax(dim=1), generator)
+        if peak is None:
+            magnitude = error.abs()
+            return self._encode(error, magnitude, magnitude.amax(dim=1), generator)
+        if not (math.isfinite(peak) and peak > 0) or bool((error.abs() > peak * 1.00001).any()):
+            raise OptdfaError(f"encoder {self.spec!r}: error entries exceed the fixed peak {peak}")
+        error = error.clamp(-peak, peak)  # float rounding of a clipped norm
+        peaks = torch.full(error.shape[:1], float(peak), dtype=error.dtype, device=error.device)
+        return self._encode(error, error.abs(), peaks, generator)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec!r})"

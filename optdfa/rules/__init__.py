@@ -27,14 +27,22 @@ def make_rule(
     seed: int = 0,
     backend: str = "digital",
     backend_options: dict[str, Any] | None = None,
+    clip_error: float | None = None,
+    clip_activation: float | None = None,
 ) -> LearningRule:
-    """The learning rule named ``method``; ``backend`` and its options apply to ``dfa`` only."""
+    """The learning rule named ``method``; ``backend``, its options and clipping apply to ``dfa`` only."""
     if method == "bp":
         return Backprop()
     if method == "fa":
         return FeedbackAlignment(seed=seed)
     if method == "dfa":
-        return DirectFeedbackAlignment(backend, seed=seed, **(backend_options or {}))
+        return DirectFeedbackAlignment(
+            backend,
+            seed=seed,
+            clip_error=clip_error,
+            clip_activation=clip_activation,
+            **(backend_options or {}),
+        )
     raise choice_error("method", method, METHODS)
 
 

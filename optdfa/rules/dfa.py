@@ -11,10 +11,20 @@ One step:
    Each segment's graph starts at a detached tensor, so autograd computes only the local
    quantities: ``δ_l = (e·B_l) ⊙ f'(a_l)`` and ``∂W_l = δ_lᵀ h_{l−1}``; no gradient with respect
    to any layer input is computed. The output layer gets the true error ``e``.
+
+Per-sample clipping (for photonic differential privacy, ``docs/privacy.md``):
+``clip_error = C`` rescales each sample's error ``n·e_b`` (``n`` the batch size, so ``n·e_b`` is
+the per-sample loss gradient ``∂ℓ_b/∂ŷ_b``) to norm at most ``C`` before the projection, and
+tells the backend the bound (:meth:`~optdfa.backends.FeedbackBackend.set_error_bound`: a noisy
+backend then encodes with a fixed scale). ``clip_activation = C_h`` scales sample ``b``'s
+contribution to every segment by ``min(1, C_h/‖(h_b, 1)‖)``, ``h_b`` the segment's input (the
+previous feedback point's output, or the network input; the 1 stands for the bias): each
+sample's update of a dense layer is then ``δ_b (h_b, 1)ᵀ`` with ``‖(h_b, 1)‖ ≤ C_h``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -33,9 +43,22 @@ class DirectFeedbackAlignment(LearningRule):
     name = "dfa"
 
     def __init__(
-        self, backend: FeedbackBackend | str = "digital", seed: int = 0, **backend_options: Any
+        self,
+        backend: FeedbackBackend | str = "digital",
+        seed: int = 0,
+        *,
+        clip_error: float | None = None,
+        clip_activation: float | None = None,
+        **backend_options: Any,
     ) -> None:
         super().__init__()
+        for what, bound in (("error", clip_error), ("activation", clip_activation)):
+            if bound is not None and not (math.isfinite(bound) and bound > 0):
+                raise OptdfaError(
+                    f"the {what} clipping bound must be a positive number, got {bound}"
+                )
+        self.clip_error = clip_error
+        self.clip_activation = clip_activation
         if isinstance(backend, str):
             backend = create_backend(backend, **backend_options)
         elif backend_options:
@@ -102,10 +125,24 @@ class DirectFeedbackAlignment(LearningRule):
         if not torch.isfinite(loss):  # diverged: nothing sensible to project; the caller stops
             return StepResult(loss.detach(), output.detach())
         (error,) = torch.autograd.grad(loss, output, retain_graph=True)
-        feedback = self.backend.project(error.detach())
-        self.last_error, self.last_feedback = error.detach(), feedback
-        tensors, grads = [output], [error]
-        for tap, block in zip(taps, self.layout.split(feedback), strict=True):
+        error = error.detach()
+        if self.clip_error is not None:
+            n = error.shape[0]
+            error = _clip_rows(error * n, self.clip_error) / n
+            self.backend.set_error_bound(self.clip_error / n)
+        feedback = self.backend.project(error)
+        self.last_error, self.last_feedback = error, feedback
+        blocks = self.layout.split(feedback)
+        output_grad = error
+        if self.clip_activation is not None:
+            inputs = [x, *(t.detach() for t in taps)]
+            factors = [_clip_factors(h, self.clip_activation) for h in inputs]
+            blocks = [
+                b * f.view(-1, *([1] * (b.ndim - 1))) for b, f in zip(blocks, factors, strict=False)
+            ]
+            output_grad = error * factors[-1][:, None]
+        tensors, grads = [output], [output_grad]
+        for tap, block in zip(taps, blocks, strict=True):
             if tap.requires_grad:
                 tensors.append(tap)
                 grads.append(block)
@@ -137,3 +174,16 @@ class DirectFeedbackAlignment(LearningRule):
 
     def close(self) -> None:
         self.backend.close()
+
+
+def _clip_rows(rows: torch.Tensor, bound: float) -> torch.Tensor:
+    """Each row rescaled to norm at most ``bound`` (``(n, k)``)."""
+    norms = torch.linalg.vector_norm(rows, dim=1, keepdim=True)
+    return rows * (bound / norms.clamp_min(bound)).clamp(max=1.0)
+
+
+def _clip_factors(h: torch.Tensor, bound: float) -> torch.Tensor:
+    """``min(1, bound/‖(h_b, 1)‖)`` per sample of ``h`` ``(batch, …)``."""
+    flat = h.reshape(h.shape[0], -1)
+    norms = (flat.square().sum(dim=1) + 1.0).sqrt()
+    return (bound / norms).clamp(max=1.0)
