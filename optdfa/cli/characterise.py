@@ -6,7 +6,13 @@ import argparse
 import sys
 from typing import Any
 
-from optdfa.cli.options import key_value, positive_float, positive_int
+from optdfa.cli.options import (
+    DefaultsHelpFormatter,
+    key_value,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from optdfa.errors import OptdfaError
 
 HELP = "measure an OPU like a camera (photon transfer) and write a profile and a report"
@@ -24,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "jitter, drift, recovered-projection error and frame rate. Writes profile.toml, "
             "report.md, characterisation.json and characterisation.png into --out."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--backend", required=True, choices=BACKENDS, help="the device to measure")
     p.add_argument(
@@ -65,7 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=64.0,
         help="longest exposure, in units of the nominal one",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the simulated device and tests")
+    p.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of the simulated device and tests"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
 

@@ -68,7 +68,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help=HELP,
         description=HELP,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         argument_default=None,
     )
     d = TrainConfig()
