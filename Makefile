@@ -22,8 +22,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# DFA on the embedded digits data with the feedback projection on a simulated LightOn
+# Aurora-class OPU (binary DMD frames, speckle, shot/read noise, 8-bit camera): about a minute.
 demo: install
-	$(VENV)/bin/optdfa train --dataset digits --method dfa --backend digital --epochs 10 --out runs/demo --overwrite
+	$(VENV)/bin/optdfa train --config experiments/baselines/digits-mlp.toml --method dfa \
+		--backend sim-opu --profile lighton-aurora --epochs 15 --out runs/demo --overwrite
 
 test: install
 	$(PY) -m pytest -q

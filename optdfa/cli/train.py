@@ -298,9 +298,15 @@ def run(args: argparse.Namespace) -> int:
     )
     s = result.summary
     acc = "" if s["test_accuracy"] is None else f"test accuracy {100 * s['test_accuracy']:.2f}%  "
+    device = ""
+    if s.get("frames"):
+        device = (
+            f"  device: {s['frames']:,.0f} frames, {s['device_seconds']:.1f} s, "
+            f"{s['energy_joules']:.1f} J"
+        )
     print(
         f"{acc}test loss {s['test_loss']:.4f}  train loss {s['train_loss']:.4f}  "
-        f"{s['epochs']} epochs in {s['seconds']:.1f} s  -> {result.out_dir}",
+        f"{s['epochs']} epochs in {s['seconds']:.1f} s{device}  -> {result.out_dir}",
         file=sys.stdout,
     )
     if "privacy" in s:
