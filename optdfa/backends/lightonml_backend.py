@@ -54,7 +54,6 @@ from optdfa.backends.base import (
     reference_block_std,
     reject_unknown_options,
 )
-from optdfa.backends.sim_opu import _json_safe
 from optdfa.errors import OptdfaError
 from optdfa.integrations.lightonml_compat import (
     call_with_retries,
@@ -64,6 +63,7 @@ from optdfa.integrations.lightonml_compat import (
 from optdfa.optics.decoders import make_decoder, unique_frames
 from optdfa.optics.encoders import parse_encoder
 from optdfa.optics.profile import OpuProfile, load_profile
+from optdfa.outputs import json_safe
 from optdfa.seeding import derive_seed
 
 DEFAULT_PROFILE = "lighton-aurora"
@@ -581,8 +581,8 @@ class LightonmlBackend(FeedbackBackend):
             "lightonml_version": installed_version(),
             "profile": self.profile.name,
             "profile_source": self.profile.source,
-            "overrides": _json_safe(self.overrides),
-            "profile_fields": _json_safe(self.profile.fields()),
+            "overrides": json_safe(self.overrides),
+            "profile_fields": json_safe(self.profile.fields()),
             "n_out": layout.n_out,
             "n_feedback": layout.n_feedback,
             "n_features": device.n_features,

@@ -27,7 +27,6 @@ path; default ``lighton-aurora``), ``overrides`` (profile fields to change),
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -44,16 +43,10 @@ from optdfa.optics.device import SimulatedOPU
 from optdfa.optics.encoders import parse_encoder
 from optdfa.optics.medium import DEFAULT_DENSE_BUDGET
 from optdfa.optics.profile import load_profile
+from optdfa.outputs import json_safe
 from optdfa.seeding import derive_seed
 
 DEFAULT_PROFILE = "lighton-aurora"
-
-
-def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
-    """Non-finite floats (``poisson_exact_below_e = inf``) as strings, for JSON files."""
-    return {
-        k: str(v) if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()
-    }
 
 
 class SimOpuBackend(FeedbackBackend):
@@ -203,8 +196,8 @@ class SimOpuBackend(FeedbackBackend):
             "name": self.name,
             "profile": self.profile.name,
             "profile_source": self.profile.source,
-            "overrides": _json_safe(self.overrides),
-            "profile_fields": _json_safe(self.profile.fields()),
+            "overrides": json_safe(self.overrides),
+            "profile_fields": json_safe(self.profile.fields()),
             "n_out": layout.n_out,
             "n_feedback": layout.n_feedback,
             "encoder": self.encoder.spec,
