@@ -341,15 +341,28 @@ class LinearTransformDecoder:
             raise OptdfaError("OPU linear_transform returned only zeros at calibration")
         self.norm = torch.full((self.device.n_out,), variance**-0.5)
 
-    def measure(self, frames: torch.Tensor) -> torch.Tensor:
+    def measure_indexed(
+        self, frames: torch.Tensor, *, every_frame: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(table, index)`` with ``table[index]`` = :meth:`measure` (as
+        :meth:`~optdfa.optics.decoders.LinearDecoder.measure_indexed`; one row per distinct
+        frame). ``every_frame`` (photonic DP) is not offered: the backend has no private encoding.
+        """
         if self.norm is None:
             raise RuntimeError("LinearTransformDecoder.calibrate() must run before measure()")
+        if every_frame:
+            raise OptdfaError("the lightonml linear_transform decoder cannot show every frame")
         distinct, inverse = unique_frames(frames.bool())
         nonzero = distinct.any(dim=1)
-        out = torch.zeros(distinct.shape[0], self.device.n_out)
+        table = torch.zeros(distinct.shape[0], self.device.n_out)
         if bool(nonzero.any()):
-            out[nonzero] = self.device.linear(distinct[nonzero]) * self.norm
-        return out[inverse]
+            table[nonzero] = self.device.linear(distinct[nonzero]) * self.norm
+        return table, inverse
+
+    def measure(self, frames: torch.Tensor) -> torch.Tensor:
+        """``M̃x`` for binary frames ``(n, n_signal)``: float32 ``(n, n_out)``."""
+        table, index = self.measure_indexed(frames)
+        return table[index]
 
     def matrix(self) -> torch.Tensor:
         """Noiseless ``M̃`` ``(n_out, n_signal)`` = ``Re(R)ᵀ/σ̂`` (simulation only)."""
