@@ -57,7 +57,7 @@ from optdfa.integrations.lightonml_compat import (
     import_lightonml,
     installed_version,
 )
-from optdfa.optics.decoders import make_decoder, unique_frames
+from optdfa.optics.decoders import unique_frames
 from optdfa.optics.profile import OpuProfile
 from optdfa.seeding import derive_seed
 
@@ -474,15 +474,7 @@ class LightonmlBackend(OpticalBackend):
             return LinearTransformDecoder(
                 self.device, calibration_frames=p.calibration_frames, seed=seed
             )
-        return make_decoder(
-            p.decoder,
-            self.device,
-            reference_mirrors=n_ref,
-            signal_mirrors=1,
-            normalisation=p.reference_normalisation,
-            deduplicate=p.deduplicate_frames,
-            calibration_frames=p.calibration_frames,
-        )
+        return self._profile_decoder(self.device, reference_mirrors=n_ref, signal_mirrors=1)
 
     def _frames_shown(self) -> int:
         assert self.device is not None

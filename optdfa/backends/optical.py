@@ -38,6 +38,8 @@ from optdfa.backends.base import (
     reject_unknown_options,
 )
 from optdfa.errors import OptdfaError
+from optdfa.optics.decoders import LinearDecoder, make_decoder
+from optdfa.optics.device import OpticalDevice
 from optdfa.optics.encoders import parse_encoder
 from optdfa.optics.profile import load_profile
 from optdfa.outputs import json_safe
@@ -153,6 +155,21 @@ class OpticalBackend(FeedbackBackend):
         if self.decoder is None:
             raise RuntimeError(f"backend {self.name!r} has no open device")
         return self.decoder
+
+    def _profile_decoder(
+        self, device: OpticalDevice, *, reference_mirrors: int, signal_mirrors: int
+    ) -> LinearDecoder:
+        """The profile's decoder (kind, normalisation, deduplication, calibration) for ``device``."""
+        p = self.profile
+        return make_decoder(
+            p.decoder,
+            device,
+            reference_mirrors=reference_mirrors,
+            signal_mirrors=signal_mirrors,
+            normalisation=p.reference_normalisation,
+            deduplicate=p.deduplicate_frames,
+            calibration_frames=p.calibration_frames,
+        )
 
     def _check_camera(self, layout: FeedbackLayout) -> None:
         """One camera pixel per feedback unit: refuse layouts with more units than pixels."""

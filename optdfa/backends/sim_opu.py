@@ -28,7 +28,7 @@ import torch
 from optdfa.backends.base import FeedbackLayout
 from optdfa.backends.optical import OpticalBackend
 from optdfa.errors import OptdfaError
-from optdfa.optics.decoders import LinearDecoder, make_decoder
+from optdfa.optics.decoders import LinearDecoder
 from optdfa.optics.device import SimulatedOPU
 from optdfa.optics.medium import DEFAULT_DENSE_BUDGET
 
@@ -84,14 +84,8 @@ class SimOpuBackend(OpticalBackend):
             dense_budget_bytes=self.dense_budget_bytes,
             noise_streams=self.noise_streams,
         )
-        return make_decoder(
-            p.decoder,
-            self.opu,
-            reference_mirrors=self.reference_mirrors,
-            signal_mirrors=self.signal_mirrors,
-            normalisation=p.reference_normalisation,
-            deduplicate=p.deduplicate_frames,
-            calibration_frames=p.calibration_frames,
+        return self._profile_decoder(
+            self.opu, reference_mirrors=self.reference_mirrors, signal_mirrors=self.signal_mirrors
         )
 
     def _frames_shown(self) -> int:
