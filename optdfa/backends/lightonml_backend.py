@@ -136,6 +136,52 @@ def make_opu(
     )
 
 
+def make_device(
+    lightonml: Any,
+    profile: OpuProfile,
+    *,
+    n_signal: int,
+    n_reference: int,
+    n_out: int,
+    seed: int,
+    simulated: bool,
+    noise: bool,
+    config_file: str = "",
+    retries: int = 3,
+    retry_delay_s: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> LightonmlDevice:
+    """A closed :class:`LightonmlDevice` (a :class:`SimulatedLightonmlDevice` when ``simulated``)
+    of ``n_signal`` features plus ``n_reference`` reference features, reading ``n_out`` pixels.
+
+    The OPU comes from :func:`make_opu` (same ``seed``, ``noise``, ``config_file`` and retries).
+    """
+    opu = make_opu(
+        lightonml,
+        profile,
+        n_features=n_signal + n_reference,
+        n_components=n_out,
+        seed=seed,
+        simulated=simulated,
+        noise=noise,
+        config_file=config_file,
+        retries=retries,
+        retry_delay_s=retry_delay_s,
+        sleep=sleep,
+    )
+    kind = SimulatedLightonmlDevice if simulated else LightonmlDevice
+    return kind(
+        opu,
+        n_signal=n_signal,
+        n_reference=n_reference,
+        n_out=n_out,
+        simulated=simulated,
+        retries=retries,
+        retry_delay_s=retry_delay_s,
+        sleep=sleep,
+    )
+
+
 class _FrameCounter:
     """Counts the rows lightonml passes to a device (outermost call only: a simulated device's
     ``transform2`` calls its own ``transform1``)."""
@@ -441,30 +487,19 @@ class LightonmlBackend(OpticalBackend):
         p = self.profile
         n_err, n_pix = layout.n_out, layout.n_feedback
         n_ref = 0 if self.linear else reference_features(n_err, p.reference_fraction)
-        n_features = n_err + n_ref
         if self.simulated:
             self._check_camera(layout)
         self.close()
-        opu = make_opu(
+        self.device = make_device(
             self.lightonml,
             p,
-            n_features=n_features,
-            n_components=n_pix,
+            n_signal=n_err,
+            n_reference=n_ref,
+            n_out=n_pix,
             seed=seed,
             simulated=self.simulated,
             noise=self.noise,
             config_file=self.config_file,
-            retries=self.retries,
-            retry_delay_s=self.retry_delay_s,
-            sleep=self._sleep,
-        )
-        kind = SimulatedLightonmlDevice if self.simulated else LightonmlDevice
-        self.device = kind(
-            opu,
-            n_signal=n_err,
-            n_reference=n_ref,
-            n_out=n_pix,
-            simulated=self.simulated,
             retries=self.retries,
             retry_delay_s=self.retry_delay_s,
             sleep=self._sleep,
