@@ -78,64 +78,6 @@ def _check_bool(name: str, value: Any) -> bool:
     return value
 
 
-def make_opu(
-    lightonml: Any,
-    profile: OpuProfile,
-    *,
-    n_features: int,
-    n_components: int,
-    seed: int,
-    simulated: bool,
-    noise: bool,
-    config_file: str = "",
-    retries: int = 3,
-    retry_delay_s: float = 1.0,
-    sleep: Callable[[float], None] = time.sleep,
-) -> Any:
-    """A closed ``lightonml.OPU`` reading ``n_components`` pixels of ``n_features`` features.
-
-    Simulated: optdfa's noisy drop-in device (``noise``) or lightonml's own simulated device,
-    with ``R`` seeded from ``seed`` (lightonml would always use seed 0). Real: lightonml builds
-    the driver's device from the host's OPU configuration (or ``config_file``); driver errors
-    become clear :class:`OptdfaError` messages, busy and transient ones are retried.
-    """
-    device = None
-    if simulated and noise:
-        from optdfa.integrations.lightonml import SimulatedOpuDevice
-
-        device = SimulatedOpuDevice(profile, seed=seed, output="dn")  # raw codes, as on hardware
-    elif simulated:
-        from lightonml.internal.simulated_device import SimulatedOpuDevice as LightonSim
-
-        device = LightonSim(
-            frametime_us=profile.frame_time_s * 1e6, exposure_us=profile.exposure_s * 1e6
-        )
-        device.build_random_matrix(
-            n_features, n_components, derive_seed(seed, "lightonml-matrix") % 2**32
-        )
-
-    def create() -> Any:
-        try:
-            return lightonml.OPU(
-                n_components=n_components,
-                opu_device=device,
-                max_n_features=n_features,
-                config_file=config_file,
-                open_at_init=False,
-                disable_pbar=True,
-                rescale="none",
-            )
-        except IndexError as exc:  # lightonml's output-ROI check
-            raise OptdfaError(
-                f"{n_components} output pixels requested, more than this OPU's camera region of "
-                f"interest gives ({exc})"
-            ) from None
-
-    return call_with_retries(
-        create, what="connecting to the OPU", retries=retries, delay_s=retry_delay_s, sleep=sleep
-    )
-
-
 def make_device(
     lightonml: Any,
     profile: OpuProfile,
@@ -154,20 +96,45 @@ def make_device(
     """A closed :class:`LightonmlDevice` (a :class:`SimulatedLightonmlDevice` when ``simulated``)
     of ``n_signal`` features plus ``n_reference`` reference features, reading ``n_out`` pixels.
 
-    The OPU comes from :func:`make_opu` (same ``seed``, ``noise``, ``config_file`` and retries).
+    Its ``lightonml.OPU``, simulated: optdfa's noisy drop-in device (``noise``) or lightonml's
+    own simulated device, with ``R`` seeded from ``seed`` (lightonml would always use seed 0).
+    Real: lightonml builds the driver's device from the host's OPU configuration (or
+    ``config_file``); driver errors become clear :class:`OptdfaError` messages, busy and
+    transient ones are retried.
     """
-    opu = make_opu(
-        lightonml,
-        profile,
-        n_features=n_signal + n_reference,
-        n_components=n_out,
-        seed=seed,
-        simulated=simulated,
-        noise=noise,
-        config_file=config_file,
-        retries=retries,
-        retry_delay_s=retry_delay_s,
-        sleep=sleep,
+    n_features = n_signal + n_reference
+    device = None
+    if simulated and noise:
+        from optdfa.integrations.lightonml import SimulatedOpuDevice
+
+        device = SimulatedOpuDevice(profile, seed=seed, output="dn")  # raw codes, as on hardware
+    elif simulated:
+        from lightonml.internal.simulated_device import SimulatedOpuDevice as LightonSim
+
+        device = LightonSim(
+            frametime_us=profile.frame_time_s * 1e6, exposure_us=profile.exposure_s * 1e6
+        )
+        device.build_random_matrix(n_features, n_out, derive_seed(seed, "lightonml-matrix") % 2**32)
+
+    def create() -> Any:
+        try:
+            return lightonml.OPU(
+                n_components=n_out,
+                opu_device=device,
+                max_n_features=n_features,
+                config_file=config_file,
+                open_at_init=False,
+                disable_pbar=True,
+                rescale="none",
+            )
+        except IndexError as exc:  # lightonml's output-ROI check
+            raise OptdfaError(
+                f"{n_out} output pixels requested, more than this OPU's camera region of "
+                f"interest gives ({exc})"
+            ) from None
+
+    opu = call_with_retries(
+        create, what="connecting to the OPU", retries=retries, delay_s=retry_delay_s, sleep=sleep
     )
     kind = SimulatedLightonmlDevice if simulated else LightonmlDevice
     return kind(
