@@ -8,8 +8,6 @@ is the ratio of medians.
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,31 +21,17 @@ from optdfa.bench_opu import (
     format_opu_transform,
     format_sim_step,
 )
-from optdfa.models import build_model
-from optdfa.rules import cross_entropy, make_rule
-from optdfa.seeding import torch_generator
+from optdfa.bench_timing import (
+    benchmark_batch,
+    device_sync,
+    interleaved_medians,
+    mlp_label,
+    mlp_step,
+)
+from optdfa.rules import make_rule
 from optdfa.training import resolve_device
 
-
-def interleaved_medians(
-    fns: dict[str, Callable[[], None]],
-    repeats: int,
-    warmup: int,
-    sync: Callable[[], None] = lambda: None,
-) -> dict[str, float]:
-    """Median seconds per call of each function, calling them in turn ``repeats`` times."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    sync()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+__all__ = ["BENCHMARKS", "bench_step", "format_step", "interleaved_medians"]
 
 
 def bench_step(
@@ -63,38 +47,23 @@ def bench_step(
 ) -> dict[str, Any]:
     """One DFA train step (digital backend) ÷ one BP train step, same MLP (tanh), same batch."""
     dev = resolve_device(device)
-    gen = torch_generator(seed, "bench-data", device="cpu")
-    x = torch.randn(batch_size, n_in, generator=gen).to(dev)
-    y = torch.randint(0, n_out, (batch_size,), generator=gen).to(dev)
-    steps = {}
-    for method in ("bp", "dfa"):
-        model = build_model(
-            "mlp",
-            (n_in,),
-            n_out,
-            hidden=list(hidden),
-            activation="tanh",
-            generator=torch_generator(seed, "init"),
-        ).to(dev)
-        rule = make_rule(method, seed=seed)
-        rule.attach(model, x[:2])
-        opt = (
-            torch.optim.SGD(model.parameters(), lr=1e-3)
-            if optimizer == "sgd"
-            else torch.optim.Adam(model.parameters(), lr=1e-4)
+    x, y = benchmark_batch(n_in, n_out, batch_size, seed, dev)
+    steps = {
+        method: mlp_step(
+            make_rule(method, seed=seed),
+            x,
+            y,
+            n_out=n_out,
+            hidden=hidden,
+            seed=seed,
+            optimizer=optimizer,
         )
-
-        def step(rule=rule, opt=opt) -> None:
-            opt.zero_grad(set_to_none=True)
-            rule.compute_gradients(x, y, cross_entropy)
-            opt.step()
-
-        steps[method] = step
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    med = interleaved_medians(steps, repeats, warmup, sync)
+        for method in ("bp", "dfa")
+    }
+    med = interleaved_medians(steps, repeats, warmup, device_sync(dev))
     return {
         "benchmark": "step",
-        "model": f"MLP {n_in}-{'-'.join(map(str, hidden))}-{n_out} tanh",
+        "model": mlp_label(n_in, hidden, n_out),
         "batch_size": batch_size,
         "optimizer": optimizer,
         "device": str(dev),

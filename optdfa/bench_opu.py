@@ -23,12 +23,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from optdfa.bench_timing import (
+    benchmark_batch,
+    device_sync,
+    interleaved_medians,
+    mlp_label,
+    mlp_step,
+)
 from optdfa.errors import OptdfaError
+from optdfa.optics import SimulatedOPU, load_profile
+from optdfa.rules import make_rule
 from optdfa.seeding import torch_generator
-
-
-def _sync(dev: torch.device):
-    return torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+from optdfa.training import resolve_device
 
 
 # -- sim-opu step ÷ digital step --------------------------------------------------------------------
@@ -44,15 +50,8 @@ def bench_sim_step(
     seed: int = 0,
 ) -> dict[str, Any]:
     """DFA step on ``sim-opu`` ÷ DFA step on ``digital`` (and without frame deduplication)."""
-    from optdfa.bench import interleaved_medians
-    from optdfa.models import build_model
-    from optdfa.rules import cross_entropy, make_rule
-    from optdfa.training import resolve_device
-
     dev = resolve_device(device)
-    gen = torch_generator(seed, "bench-data", device="cpu")
-    x = torch.randn(batch_size, n_in, generator=gen).to(dev)
-    y = torch.randint(0, n_out, (batch_size,), generator=gen).to(dev)
+    x, y = benchmark_batch(n_in, n_out, batch_size, seed, dev)
     variants = {
         "digital": ("digital", {}),
         "sim-opu": ("sim-opu", {"profile": profile}),
@@ -63,31 +62,16 @@ def bench_sim_step(
     }
     steps, rules = {}, {}
     for name, (backend, options) in variants.items():
-        model = build_model(
-            "mlp",
-            (n_in,),
-            n_out,
-            hidden=list(hidden),
-            activation="tanh",
-            generator=torch_generator(seed, "init"),
-        ).to(dev)
         rule = make_rule("dfa", seed=seed, backend=backend, backend_options=options)
-        rule.attach(model, x[:2])
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-
-        def step(rule=rule, opt=opt) -> None:
-            opt.zero_grad(set_to_none=True)
-            rule.compute_gradients(x, y, cross_entropy)
-            opt.step()
-
-        steps[name], rules[name] = step, rule
+        steps[name] = mlp_step(rule, x, y, n_out=n_out, hidden=hidden, seed=seed)
+        rules[name] = rule
     frames0 = {k: r.counters()["frames"] for k, r in rules.items()}
-    med = interleaved_medians(steps, repeats, warmup, _sync(dev))
+    med = interleaved_medians(steps, repeats, warmup, device_sync(dev))
     calls = repeats + warmup
     per_step = {k: (rules[k].counters()["frames"] - frames0[k]) / calls for k in rules}
     return {
         "benchmark": "sim-step",
-        "model": f"MLP {n_in}-{'-'.join(map(str, hidden))}-{n_out} tanh",
+        "model": mlp_label(n_in, hidden, n_out),
         "batch_size": batch_size,
         "profile": profile,
         "encoder": rules["sim-opu"].backend.encoder.spec,
@@ -142,10 +126,6 @@ def bench_opu_transform(
     seed: int = 0,
 ) -> dict[str, Any]:
     """lightonml ``SimulatedOpuDevice.transform1`` time ÷ our ``SimulatedOPU.transform`` time."""
-    from optdfa.bench import interleaved_medians
-    from optdfa.optics import SimulatedOPU, load_profile
-    from optdfa.training import resolve_device
-
     dev = resolve_device(device)
     frames = torch.rand(n_frames, n_in, generator=torch_generator(seed, "bench-frames")) < 0.5
     frames_np = frames.numpy().astype(np.uint8)
@@ -166,7 +146,7 @@ def bench_opu_transform(
         "optdfa": lambda: ideal.transform(frames_dev),
         "optdfa-aurora-camera": lambda: aurora.transform(frames_dev),
     }
-    med = interleaved_medians(fns, repeats, warmup, _sync(dev))
+    med = interleaved_medians(fns, repeats, warmup, device_sync(dev))
     return {
         "benchmark": "opu-transform",
         "n_in": n_in,
@@ -210,7 +190,6 @@ def _rss_bytes() -> int:
 
 def _projection_child() -> None:
     """Run in a fresh interpreter: read the arguments as JSON on stdin, print results as JSON."""
-    from optdfa.optics import SimulatedOPU, load_profile
 
     args = json.loads(sys.stdin.read())
     torch.set_num_threads(args["threads"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -48,6 +49,13 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     _atomic(Path(path), lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def json_safe(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with non-finite floats (``poisson_exact_below_e = inf``) as strings, for JSON files."""
+    return {
+        k: str(v) if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()
+    }
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:

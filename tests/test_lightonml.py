@@ -330,6 +330,22 @@ def test_noisy_linear_transform_backend():
     assert _corr(b.project(e), exact) > 0.97
 
 
+def test_an_error_bound_leaves_the_non_private_encoding_unchanged():
+    # lightonml declares no private encoding: a clipping rule's bound must not switch it to the
+    # fixed-scale, every-frame path of photonic DP (the DP mechanism refuses this backend)
+    e = _errors(16, seed=5) * 0.1
+    plain = _backend(simulated=True, profile="ideal", overrides={"encoder": "stochastic"})
+    bounded = _backend(simulated=True, profile="ideal", overrides={"encoder": "stochastic"})
+    bounded.set_error_bound(float(e.abs().max()) * 4)
+    assert not bounded.private_encoding
+    frames = bounded.counters()["frames"]
+    assert torch.equal(bounded.project(e), plain.project(e))
+    assert bounded.counters()["frames"] == plain.counters()["frames"] > frames
+    linear = _backend(simulated=True, linear=True, profile="ideal")
+    with pytest.raises(OptdfaError, match="cannot show every frame"):
+        linear.decoder.measure_indexed(torch.ones(2, 10, dtype=torch.bool), every_frame=True)
+
+
 def test_hardware_acceptance_checks(monkeypatch, tmp_path):
     from optdfa.integrations.lightonml_check import format_checks, run_checks
 

@@ -264,9 +264,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = common.parser(__doc__.splitlines()[0], data=True)
     args = p.parse_args(argv)
     out = common.prepare(args)
-    settings = dict(QUICK if args.quick else FULL)
-    if args.seeds:
-        settings["seeds"] = args.seeds
+    settings = common.settings_for(args, QUICK, FULL)
     start = time.perf_counter()
     results: dict[str, dict[str, dict[str, list]]] = {}
     units: dict[str, list] = {}

@@ -19,7 +19,7 @@ import torch
 
 import optdfa
 from optdfa.config import TrainConfig
-from optdfa.data import Dataset
+from optdfa.data import Dataset, TeacherSpec
 from optdfa.errors import OptdfaError
 from optdfa.outputs import atomic_savefig, atomic_write_json
 from optdfa.training import Trainer
@@ -79,6 +79,27 @@ def prepare(args: argparse.Namespace) -> Path:
             f"{', '.join(optdfa.available_backends())})"
         )
     return args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
+
+
+def settings_for(
+    args: argparse.Namespace, quick: dict[str, Any], full: dict[str, Any]
+) -> dict[str, Any]:
+    """A copy of the experiment's ``quick`` or ``full`` settings (``--quick``), with ``--seeds``."""
+    settings = dict(quick if args.quick else full)
+    if args.seeds:
+        settings["seeds"] = args.seeds
+    return settings
+
+
+def teacher_spec(settings: dict[str, Any]) -> TeacherSpec:
+    """The one-output teacher of the teacher-student experiments (sizes from ``settings``)."""
+    return TeacherSpec(
+        input_dim=settings["input_dim"],
+        hidden=settings["teacher_hidden"],
+        outputs=1,
+        n_train=settings["n_train"],
+        n_test=settings["n_test"],
+    )
 
 
 def dfa_backend(args: argparse.Namespace) -> dict[str, Any]:

@@ -28,7 +28,6 @@ import numpy as np  # noqa: E402
 from experiments.align_then_memorise import common  # noqa: E402
 from optdfa.alignment import measure_alignment, reference_feedback  # noqa: E402
 from optdfa.config import TrainConfig  # noqa: E402
-from optdfa.data.datasets import TeacherSpec  # noqa: E402
 from optdfa.training import Trainer  # noqa: E402
 
 MODULE = "experiments.align_then_memorise.degeneracy"
@@ -61,16 +60,9 @@ QUICK = {
 
 
 def config(settings: dict[str, Any], method: str, seed: int) -> TrainConfig:
-    teacher = TeacherSpec(
-        input_dim=settings["input_dim"],
-        hidden=settings["teacher_hidden"],
-        outputs=1,
-        n_train=settings["n_train"],
-        n_test=settings["n_test"],
-    )
     return TrainConfig(
         dataset="teacher",
-        teacher=teacher,
+        teacher=common.teacher_spec(settings),
         data_seed=seed,
         model="mlp",
         hidden=[settings["student_hidden"]],
@@ -189,9 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = common.parser(__doc__.splitlines()[0])
     args = p.parse_args(argv)
     out = common.prepare(args)
-    settings = dict(QUICK if args.quick else FULL)
-    if args.seeds:
-        settings["seeds"] = args.seeds
+    settings = common.settings_for(args, QUICK, FULL)
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
     curves: dict[str, list] = {"dfa": [], "bp": []}

@@ -207,9 +207,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = common.parser(__doc__.splitlines()[0], data=True, backend=True)
     args = p.parse_args(argv)
     out = common.prepare(args)
-    settings = dict(QUICK if args.quick else FULL)
-    if args.seeds:
-        settings["seeds"] = args.seeds
+    settings = common.settings_for(args, QUICK, FULL)
     backend = common.dfa_backend(args)
     start = time.perf_counter()
     data = load_dataset("mnist", data_dir=args.data_dir, train_subset=settings["train_subset"])

@@ -32,7 +32,6 @@ import numpy as np  # noqa: E402
 
 from experiments.align_then_memorise import common  # noqa: E402
 from optdfa.config import TrainConfig  # noqa: E402
-from optdfa.data.datasets import TeacherSpec  # noqa: E402
 from optdfa.errors import OptdfaError  # noqa: E402
 
 MODULE = "experiments.align_then_memorise.two_phases"
@@ -69,16 +68,9 @@ QUICK = {
 def config(
     settings: dict[str, Any], method: str, seed: int, backend: dict[str, Any]
 ) -> TrainConfig:
-    teacher = TeacherSpec(
-        input_dim=settings["input_dim"],
-        hidden=settings["teacher_hidden"],
-        outputs=1,
-        n_train=settings["n_train"],
-        n_test=settings["n_test"],
-    )
     fields: dict[str, Any] = {
         "dataset": "teacher",
-        "teacher": teacher,
+        "teacher": common.teacher_spec(settings),
         "data_seed": seed,
         "model": "mlp",
         "hidden": [settings["student_hidden"]],
@@ -176,9 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     args = p.parse_args(argv)
     out = common.prepare(args)
-    settings = dict(QUICK if args.quick else FULL)
-    if args.seeds:
-        settings["seeds"] = args.seeds
+    settings = common.settings_for(args, QUICK, FULL)
     if args.readout_init_scale is not None:
         if not args.readout_init_scale >= 0:
             raise OptdfaError("--readout-init-scale must be a non-negative number")

@@ -1,9 +1,10 @@
 """The ``lightonml`` backend: the DFA feedback projection on a LightOn OPU, through lightonml.
 
-The same code path as ``sim-opu``: the profile's encoder writes the error as binary frames, the
-device returns raw intensities from ``lightonml.OPU.transform``, and the profile's
-:class:`~optdfa.optics.decoders.ReferenceDecoder` recovers the linear map ``M̃x`` (unit-variance
-entries), rescaled to the digital backend's magnitude exactly as in ``sim-opu``::
+The optical pipeline of :mod:`optdfa.backends.optical`, as in ``sim-opu``: the profile's
+encoder writes the error as binary frames, the device returns raw intensities from
+``lightonml.OPU.transform``, and the profile's :class:`~optdfa.optics.decoders.ReferenceDecoder`
+recovers the linear map ``M̃x`` (unit-variance entries), rescaled to the digital backend's
+magnitude::
 
     feedback_bj = s_j · a_b Σ_p w_p (M̃ x_bp)_j,     s_j = 1/√(3·size_l)
 
@@ -48,25 +49,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from optdfa.backends.base import (
-    FeedbackBackend,
-    FeedbackLayout,
-    reference_block_std,
-    reject_unknown_options,
-)
-from optdfa.backends.sim_opu import _json_safe
+from optdfa.backends.base import FeedbackLayout
+from optdfa.backends.optical import OpticalBackend
 from optdfa.errors import OptdfaError
 from optdfa.integrations.lightonml_compat import (
     call_with_retries,
     import_lightonml,
     installed_version,
 )
-from optdfa.optics.decoders import make_decoder, unique_frames
-from optdfa.optics.encoders import parse_encoder
-from optdfa.optics.profile import OpuProfile, load_profile
+from optdfa.optics.decoders import unique_frames
+from optdfa.optics.profile import OpuProfile
 from optdfa.seeding import derive_seed
 
-DEFAULT_PROFILE = "lighton-aurora"
 #: the device methods through which lightonml shows frames (counted, see the module docstring)
 _DEVICE_CALLS = ("transform2", "transform1", "transform_single", "transform_online")
 
@@ -84,12 +78,13 @@ def _check_bool(name: str, value: Any) -> bool:
     return value
 
 
-def make_opu(
+def make_device(
     lightonml: Any,
     profile: OpuProfile,
     *,
-    n_features: int,
-    n_components: int,
+    n_signal: int,
+    n_reference: int,
+    n_out: int,
     seed: int,
     simulated: bool,
     noise: bool,
@@ -97,14 +92,17 @@ def make_opu(
     retries: int = 3,
     retry_delay_s: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
-) -> Any:
-    """A closed ``lightonml.OPU`` reading ``n_components`` pixels of ``n_features`` features.
+) -> LightonmlDevice:
+    """A closed :class:`LightonmlDevice` (a :class:`SimulatedLightonmlDevice` when ``simulated``)
+    of ``n_signal`` features plus ``n_reference`` reference features, reading ``n_out`` pixels.
 
-    Simulated: optdfa's noisy drop-in device (``noise``) or lightonml's own simulated device,
-    with ``R`` seeded from ``seed`` (lightonml would always use seed 0). Real: lightonml builds
-    the driver's device from the host's OPU configuration (or ``config_file``); driver errors
-    become clear :class:`OptdfaError` messages, busy and transient ones are retried.
+    Its ``lightonml.OPU``, simulated: optdfa's noisy drop-in device (``noise``) or lightonml's
+    own simulated device, with ``R`` seeded from ``seed`` (lightonml would always use seed 0).
+    Real: lightonml builds the driver's device from the host's OPU configuration (or
+    ``config_file``); driver errors become clear :class:`OptdfaError` messages, busy and
+    transient ones are retried.
     """
+    n_features = n_signal + n_reference
     device = None
     if simulated and noise:
         from optdfa.integrations.lightonml import SimulatedOpuDevice
@@ -116,14 +114,12 @@ def make_opu(
         device = LightonSim(
             frametime_us=profile.frame_time_s * 1e6, exposure_us=profile.exposure_s * 1e6
         )
-        device.build_random_matrix(
-            n_features, n_components, derive_seed(seed, "lightonml-matrix") % 2**32
-        )
+        device.build_random_matrix(n_features, n_out, derive_seed(seed, "lightonml-matrix") % 2**32)
 
     def create() -> Any:
         try:
             return lightonml.OPU(
-                n_components=n_components,
+                n_components=n_out,
                 opu_device=device,
                 max_n_features=n_features,
                 config_file=config_file,
@@ -133,12 +129,23 @@ def make_opu(
             )
         except IndexError as exc:  # lightonml's output-ROI check
             raise OptdfaError(
-                f"{n_components} output pixels requested, more than this OPU's camera region of "
+                f"{n_out} output pixels requested, more than this OPU's camera region of "
                 f"interest gives ({exc})"
             ) from None
 
-    return call_with_retries(
+    opu = call_with_retries(
         create, what="connecting to the OPU", retries=retries, delay_s=retry_delay_s, sleep=sleep
+    )
+    kind = SimulatedLightonmlDevice if simulated else LightonmlDevice
+    return kind(
+        opu,
+        n_signal=n_signal,
+        n_reference=n_reference,
+        n_out=n_out,
+        simulated=simulated,
+        retries=retries,
+        retry_delay_s=retry_delay_s,
+        sleep=sleep,
     )
 
 
@@ -341,15 +348,28 @@ class LinearTransformDecoder:
             raise OptdfaError("OPU linear_transform returned only zeros at calibration")
         self.norm = torch.full((self.device.n_out,), variance**-0.5)
 
-    def measure(self, frames: torch.Tensor) -> torch.Tensor:
+    def measure_indexed(
+        self, frames: torch.Tensor, *, every_frame: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(table, index)`` with ``table[index]`` = :meth:`measure` (as
+        :meth:`~optdfa.optics.decoders.LinearDecoder.measure_indexed`; one row per distinct
+        frame). ``every_frame`` (photonic DP) is not offered: the backend has no private encoding.
+        """
         if self.norm is None:
             raise RuntimeError("LinearTransformDecoder.calibrate() must run before measure()")
+        if every_frame:
+            raise OptdfaError("the lightonml linear_transform decoder cannot show every frame")
         distinct, inverse = unique_frames(frames.bool())
         nonzero = distinct.any(dim=1)
-        out = torch.zeros(distinct.shape[0], self.device.n_out)
+        table = torch.zeros(distinct.shape[0], self.device.n_out)
         if bool(nonzero.any()):
-            out[nonzero] = self.device.linear(distinct[nonzero]) * self.norm
-        return out[inverse]
+            table[nonzero] = self.device.linear(distinct[nonzero]) * self.norm
+        return table, inverse
+
+    def measure(self, frames: torch.Tensor) -> torch.Tensor:
+        """``M̃x`` for binary frames ``(n, n_signal)``: float32 ``(n, n_out)``."""
+        table, index = self.measure_indexed(frames)
+        return table[index]
 
     def matrix(self) -> torch.Tensor:
         """Noiseless ``M̃`` ``(n_out, n_signal)`` = ``Re(R)ᵀ/σ̂`` (simulation only)."""
@@ -368,12 +388,10 @@ class LinearTransformDecoder:
         self.norm = state["norm"]
 
 
-class LightonmlBackend(FeedbackBackend):
+class LightonmlBackend(OpticalBackend):
     """DFA feedback on a LightOn OPU or lightonml's simulator (see the module docstring)."""
 
     name = "lightonml"
-    #: the CLI's ``--profile`` / ``--opu`` flags apply (encoding, cost model, simulated camera)
-    uses_opu_profile = True
     OPTIONS = (
         "simulated",
         "noise",
@@ -384,10 +402,17 @@ class LightonmlBackend(FeedbackBackend):
         "retries",
         "retry_delay_s",
     )
+    PROFILE_TYPES = (str, OpuProfile)
+    #: lightonml takes numpy arrays: encoding and decoding run on the CPU
+    host_only = True
 
     def __init__(self, **options: Any) -> None:
-        reject_unknown_options(self.name, options, self.OPTIONS)
-        super().__init__()
+        super().__init__(**options)
+        self.lightonml = import_lightonml()
+        self.device: LightonmlDevice | None = None
+        self._sleep: Callable[[float], None] = time.sleep
+
+    def _read_options(self, options: dict[str, Any]) -> None:
         self.simulated = _check_bool("simulated", options.get("simulated", False))
         self.noise = _check_bool("noise", options.get("noise", False))
         self.linear = _check_bool("linear", options.get("linear", False))
@@ -395,16 +420,6 @@ class LightonmlBackend(FeedbackBackend):
             raise OptdfaError(
                 "backend 'lightonml': option noise=true adds optdfa's camera to lightonml's "
                 "simulator; it needs simulated=true (--lightonml-simulated)"
-            )
-        profile = options.get("profile", DEFAULT_PROFILE)
-        overrides = options.get("overrides", {}) or {}
-        if not isinstance(profile, (str, OpuProfile)):
-            raise OptdfaError(
-                f"backend 'lightonml': option profile must be a name or path, got {profile!r}"
-            )
-        if not isinstance(overrides, dict):
-            raise OptdfaError(
-                f"backend 'lightonml': option overrides must be a table of profile fields, got {overrides!r}"
             )
         config_file = options.get("config_file", "")
         if not isinstance(config_file, str):
@@ -431,42 +446,23 @@ class LightonmlBackend(FeedbackBackend):
             raise OptdfaError(
                 f"backend 'lightonml': retry_delay_s must be a non-negative number, got {delay!r}"
             )
-        self.profile = load_profile(profile, overrides)
-        self.overrides = dict(overrides)
         self.config_file = config_file
         self.retries, self.retry_delay_s = retries, float(delay)
-        self.encoder = parse_encoder(self.profile.encoder)
-        self.lightonml = import_lightonml()
-        self.device: LightonmlDevice | None = None
-        self.decoder: Any = None
-        self.encoder_generator: torch.Generator | None = None
-        self.block_std: torch.Tensor | None = None
-        self.calibration_frames = 0
-        self._calibrated_at = 0
-        self._matrix: torch.Tensor | None = None
-        self._sleep: Callable[[float], None] = time.sleep
 
-    # -- set-up ----------------------------------------------------------------------------------
-    def setup(
-        self, layout: FeedbackLayout, *, seed: int, device: torch.device, dtype: torch.dtype
-    ) -> None:
+    # -- hooks of the optical pipeline -----------------------------------------------------------
+    def _open(self, layout: FeedbackLayout, *, seed: int, device: torch.device) -> Any:
         p = self.profile
         n_err, n_pix = layout.n_out, layout.n_feedback
         n_ref = 0 if self.linear else reference_features(n_err, p.reference_fraction)
-        n_features = n_err + n_ref
-        if self.simulated and n_pix > p.camera_pixels:
-            raise OptdfaError(
-                f"the model has {n_pix} feedback units but the {p.name} camera reads at most "
-                f"{p.camera_rows}×{p.camera_cols} = {p.camera_pixels} pixels (one per unit)"
-            )
+        if self.simulated:
+            self._check_camera(layout)
         self.close()
-        self.layout = layout
-        self.seed = seed
-        opu = make_opu(
+        self.device = make_device(
             self.lightonml,
             p,
-            n_features=n_features,
-            n_components=n_pix,
+            n_signal=n_err,
+            n_reference=n_ref,
+            n_out=n_pix,
             seed=seed,
             simulated=self.simulated,
             noise=self.noise,
@@ -475,145 +471,71 @@ class LightonmlBackend(FeedbackBackend):
             retry_delay_s=self.retry_delay_s,
             sleep=self._sleep,
         )
-        kind = SimulatedLightonmlDevice if self.simulated else LightonmlDevice
-        self.device = kind(
-            opu,
-            n_signal=n_err,
-            n_reference=n_ref,
-            n_out=n_pix,
-            simulated=self.simulated,
-            retries=self.retries,
-            retry_delay_s=self.retry_delay_s,
-            sleep=self._sleep,
-        )
         self.device.open()
         if self.linear:
-            self.decoder = LinearTransformDecoder(
+            return LinearTransformDecoder(
                 self.device, calibration_frames=p.calibration_frames, seed=seed
             )
-        else:
-            self.decoder = make_decoder(
-                p.decoder,
-                self.device,
-                reference_mirrors=n_ref,
-                signal_mirrors=1,
-                normalisation=p.reference_normalisation,
-                deduplicate=p.deduplicate_frames,
-                calibration_frames=p.calibration_frames,
-            )
-        self.decoder.calibrate()
-        self.calibration_frames = self.device.frames_shown
-        self._calibrated_at = self.device.frames_shown
-        self.encoder_generator = torch.Generator()
-        self.encoder_generator.manual_seed(derive_seed(seed, "encoder"))
-        self.block_std = reference_block_std(layout).to(torch.float32)
-        self._matrix = None
+        return self._profile_decoder(self.device, reference_mirrors=n_ref, signal_mirrors=1)
 
-    def _require_ready(self) -> LightonmlDevice:
-        self._require_setup()
-        assert self.device is not None and self.decoder is not None
-        return self.device
-
-    # -- projection --------------------------------------------------------------------------------
-    def project(self, error: torch.Tensor) -> torch.Tensor:
-        self._check_error(error)
-        device = self._require_ready()
-        every = self.profile.recalibrate_every_frames
-        if every and device.frames_shown - self._calibrated_at >= every:
-            before = device.frames_shown
-            self.decoder.calibrate()  # the medium drifted: measure the reference again
-            self.calibration_frames += device.frames_shown - before
-            self._calibrated_at = device.frames_shown
-        generator = self.encoder_generator if self.encoder.stochastic else None
-        enc = self.encoder.encode(error.detach().to("cpu", torch.float32), generator)
-        batch, planes, n = enc.frames.shape
-        measured = self.decoder.measure(enc.frames.reshape(batch * planes, n))
-        feedback = enc.combine(measured.view(batch, planes, -1))
-        feedback.mul_(self.block_std)
-        self._count(projections=1, samples=batch)
-        return feedback.to(device=error.device, dtype=error.dtype)
+    def _frames_shown(self) -> int:
+        assert self.device is not None
+        return self.device.frames_shown
 
     @property
     def drifts(self) -> bool:
         return self.noise and self.profile.drift_per_frame > 0
 
-    def feedback_matrix(self) -> torch.Tensor | None:
-        """``B_eff`` ``(n_out, n_feedback)``: exact in simulation; on hardware measured once
-        from the ``n_out`` basis frames (noisy, and charged to the counters)."""
-        device = self._require_ready()
-        if self._matrix is None or self.drifts:
-            if device.simulated:
-                m = self.decoder.matrix()  # (n_feedback, n_out)
-            else:
-                eye = torch.eye(device.n_signal, dtype=torch.bool)
-                m = self.decoder.measure(eye).T
-            self._matrix = m.T.to(torch.float32) * self.block_std[None, :]
-        return self._matrix
+    def _linear_map(self) -> torch.Tensor:
+        """Exact in simulation; on hardware measured once from the ``n_out`` basis frames
+        (noisy, and charged to the counters)."""
+        if self.device.simulated:
+            return self.decoder.matrix()  # (n_feedback, n_out)
+        eye = torch.eye(self.device.n_signal, dtype=torch.bool)
+        return self.decoder.measure(eye).T
 
-    # -- reporting and state ---------------------------------------------------------------------------
-    def counters(self) -> dict[str, float]:
-        counters = super().counters()
-        if self.device is not None:
-            frames = float(self.device.frames_shown)
-            if self.simulated:
-                seconds = frames * self.profile.frame_time_s
-            else:
-                seconds = self.device.wall_seconds
-            counters.update(
-                frames=frames,
-                device_seconds=seconds,
-                energy_joules=seconds * self.profile.power_w,
-            )
-        return counters
+    def _device_counters(self) -> dict[str, float]:
+        if self.device is None:
+            return {}
+        frames = float(self.device.frames_shown)
+        seconds = frames * self.profile.frame_time_s if self.simulated else self.device.wall_seconds
+        return {
+            "frames": frames,
+            "device_seconds": seconds,
+            "energy_joules": seconds * self.profile.power_w,
+        }
 
-    def describe(self) -> dict[str, Any]:
-        device = self._require_ready()
-        layout = self._require_setup()
+    def _describe_device(self) -> dict[str, Any]:
+        device = self.device
         opu = device.opu
         mode = "real OPU"
         if self.simulated:
             mode = "optdfa noisy simulated device" if self.noise else "lightonml simulated device"
         input_shape = tuple(int(v) for v in opu.device.input_shape)
         d: dict[str, Any] = {
-            "name": self.name,
             "mode": mode,
             "linear_transform": self.linear,
             "lightonml_version": installed_version(),
-            "profile": self.profile.name,
-            "profile_source": self.profile.source,
-            "overrides": _json_safe(self.overrides),
-            "profile_fields": _json_safe(self.profile.fields()),
-            "n_out": layout.n_out,
-            "n_feedback": layout.n_feedback,
             "n_features": device.n_features,
             "reference_features": device.n_reference,
             "dmd_shape_xy": list(input_shape),
             "mirrors_per_feature": int(np.prod(input_shape)) // device.n_features,
             "frametime_us": float(opu.device.frametime_us),
             "exposure_us": float(opu.device.exposure_us),
-            "encoder": self.encoder.spec,
-            "calibration_frames": self.calibration_frames,
-            "decoder": self.decoder.describe(),
             "device_seconds": "measured wall time"
             if not self.simulated
             else "modelled: frames x profile frame_time_s",
             "feedback_matrix": "exact (simulated matrix)"
             if self.simulated
             else "measured from basis frames",
-            "rescaling": "feedback_j = s_j * a_b * sum_p w_p (M~ x_bp)_j, s_j = 1/sqrt(3 size_l)",
         }
         if not self.simulated:
             d["opu_version"] = opu.version()
         return d
 
-    def state_dict(self) -> dict[str, Any]:
-        device = self._require_ready()
+    def _device_state(self) -> dict[str, Any]:
+        device = self.device
         state: dict[str, Any] = {
-            **super().state_dict(),
-            "decoder": self.decoder.state_dict(),
-            "encoder_rng": self.encoder_generator.get_state(),
-            "calibrated_at": self._calibrated_at,
-            "calibration_frames": self.calibration_frames,
             "frames": device.counter.rows,
             "frames_requested": device.frames_requested,
             "wall_seconds": device.wall_seconds,
@@ -622,19 +544,13 @@ class LightonmlBackend(FeedbackBackend):
             state["noisy_device"] = device.opu.device.state_dict()
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        device = self._require_ready()
-        self.decoder.load_state_dict(state["decoder"])
-        self.encoder_generator.set_state(state["encoder_rng"])
-        self._calibrated_at = int(state["calibrated_at"])
-        self.calibration_frames = int(state["calibration_frames"])
+    def _load_device_state(self, state: dict[str, Any]) -> None:
+        device = self.device
         device.counter.rows = int(state["frames"])
         device.frames_requested = int(state["frames_requested"])
         device.wall_seconds = float(state["wall_seconds"])
         if "noisy_device" in state:
             device.opu.device.load_state_dict(state["noisy_device"])
-        self._matrix = None
 
     def close(self) -> None:
         if self.device is not None:

@@ -101,22 +101,16 @@ def lightonml_target(
 ) -> Target:
     """A LightOn OPU through lightonml (``simulated``: optdfa's noisy drop-in device with the
     profile's camera — lightonml's own simulator has no camera to characterise)."""
-    from optdfa.backends.lightonml_backend import (
-        LightonmlDevice,
-        SimulatedLightonmlDevice,
-        make_opu,
-        reference_features,
-    )
+    from optdfa.backends.lightonml_backend import make_device, reference_features
     from optdfa.integrations.lightonml_compat import import_lightonml
 
-    lightonml = import_lightonml()
     n_ref = reference_features(inputs, profile.reference_fraction)
-    n_features = inputs + n_ref
-    opu = make_opu(
-        lightonml,
+    device = make_device(
+        import_lightonml(),
         profile,
-        n_features=n_features,
-        n_components=pixels,
+        n_signal=inputs,
+        n_reference=n_ref,
+        n_out=pixels,
         seed=seed,
         simulated=simulated,
         noise=simulated,
@@ -124,16 +118,7 @@ def lightonml_target(
         retries=retries,
         retry_delay_s=retry_delay_s,
     )
-    kind = SimulatedLightonmlDevice if simulated else LightonmlDevice
-    device = kind(
-        opu,
-        n_signal=inputs,
-        n_reference=n_ref,
-        n_out=pixels,
-        simulated=simulated,
-        retries=retries,
-        retry_delay_s=retry_delay_s,
-    )
+    opu, n_features = device.opu, device.n_features
     device.open()
 
     def set_exposure(seconds: float) -> float:

@@ -63,8 +63,7 @@ def run_checks(
     from optdfa.backends import FeedbackLayout, create_backend
     from optdfa.backends.lightonml_backend import (
         LightonmlDevice,
-        SimulatedLightonmlDevice,
-        make_opu,
+        make_device,
         reference_features,
     )
     from optdfa.optics.decoders import make_decoder
@@ -76,25 +75,16 @@ def run_checks(
     n_features = inputs + n_ref
 
     def new_device(retry: int) -> LightonmlDevice:
-        opu = make_opu(
+        return make_device(
             state["lightonml"],
             p,
-            n_features=n_features,
-            n_components=pixels,
+            n_signal=inputs,
+            n_reference=n_ref,
+            n_out=pixels,
             seed=seed,
             simulated=simulated,
             noise=simulated,
             config_file=config_file,
-            retries=retry,
-            retry_delay_s=retry_delay_s,
-        )
-        kind = SimulatedLightonmlDevice if simulated else LightonmlDevice
-        return kind(
-            opu,
-            n_signal=inputs,
-            n_reference=n_ref,
-            n_out=pixels,
-            simulated=simulated,
             retries=retry,
             retry_delay_s=retry_delay_s,
         )

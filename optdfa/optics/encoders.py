@@ -132,8 +132,16 @@ class Encoder(ABC):
 
 
 def _signed_planes(error: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """``(batch, 2, n)`` bool: kept entries of the positive part, of the negative part."""
-    return torch.stack(((error > 0) & keep, (error < 0) & keep), dim=1)
+    """``(batch, 2K, n)`` bool: the kept entries ``keep`` ``(batch, K, n)`` (or ``(batch, n)``:
+    K = 1) of the positive part, then of the negative part."""
+    if keep.ndim == 2:
+        keep = keep[:, None, :]
+    return torch.cat(((error > 0)[:, None, :] & keep, (error < 0)[:, None, :] & keep), dim=1)
+
+
+def _in_units_of(magnitude: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``|e_bk| / scale_b`` ``(batch, n)``; an all-zero sample (``scale_b = 0``) gives zeros."""
+    return magnitude / scale.clamp_min(torch.finfo(magnitude.dtype).tiny)[:, None]
 
 
 _PLUS_MINUS = torch.tensor([1.0, -1.0])
@@ -177,7 +185,7 @@ class StochasticTernaryEncoder(Encoder):
         peak: torch.Tensor,
         generator: torch.Generator | None,
     ) -> Encoding:
-        prob = magnitude / peak.clamp_min(torch.finfo(error.dtype).tiny)[:, None]
+        prob = _in_units_of(magnitude, peak)
         u = torch.rand(error.shape, generator=generator, device=error.device, dtype=error.dtype)
         return Encoding(_signed_planes(error, u < prob), _PLUS_MINUS, peak)
 
@@ -203,14 +211,10 @@ class BitPlaneEncoder(Encoder):
     ) -> Encoding:
         levels = 2**self.bits - 1
         step = peak / levels
-        q = torch.round(magnitude / step.clamp_min(torch.finfo(error.dtype).tiny)[:, None])
-        q = q.clamp_(0, levels).to(torch.int32)
+        q = torch.round(_in_units_of(magnitude, step)).clamp_(0, levels).to(torch.int32)
         powers = 2 ** torch.arange(self.bits, device=error.device, dtype=torch.int32)
         bits = (q[:, None, :] & powers[None, :, None]) != 0  # (batch, K, n)
-        positive = (error > 0)[:, None, :]
-        negative = (error < 0)[:, None, :]
-        frames = torch.cat((bits & positive, bits & negative), dim=1)
-        return Encoding(frames, self._coefficients, step)
+        return Encoding(_signed_planes(error, bits), self._coefficients, step)
 
 
 def parse_encoder(spec: str) -> Encoder:

@@ -365,36 +365,39 @@ def _rule(check: Callable[[Any], bool], message: str) -> tuple[Callable[[Any], b
     return check, message
 
 
+_COUNT = _rule(lambda v: v >= 1, "a positive integer")
+_POSITIVE = _rule(lambda v: v > 0, "positive")
+_NON_NEGATIVE = _rule(lambda v: v >= 0, "non-negative")
+_NOISE_FIGURE = _rule(lambda v: v >= 0, "non-negative (a noise figure cannot be negative)")
+
 #: per-field range checks: (predicate, what the value must be)
 _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "dmd_rows": _rule(lambda v: v >= 1, "a positive integer"),
-    "dmd_cols": _rule(lambda v: v >= 1, "a positive integer"),
+    "dmd_rows": _COUNT,
+    "dmd_cols": _COUNT,
     "drift_per_frame": _rule(
         lambda v: 0 <= v <= 1, "in [0, 1] (a noise figure cannot be negative)"
     ),
-    "power_jitter": _rule(lambda v: v >= 0, "non-negative (a noise figure cannot be negative)"),
-    "camera_rows": _rule(lambda v: v >= 1, "a positive integer"),
-    "camera_cols": _rule(lambda v: v >= 1, "a positive integer"),
-    "exposure_s": _rule(lambda v: v > 0, "positive"),
+    "power_jitter": _NOISE_FIGURE,
+    "camera_rows": _COUNT,
+    "camera_cols": _COUNT,
+    "exposure_s": _POSITIVE,
     "quantum_efficiency": _rule(lambda v: 0 < v <= 1, "in (0, 1]"),
-    "photon_rate": _rule(lambda v: v > 0, "positive"),
-    "poisson_exact_below_e": _rule(lambda v: v >= 0, "non-negative"),
-    "dark_current_e_per_s": _rule(
-        lambda v: v >= 0, "non-negative (a noise figure cannot be negative)"
-    ),
-    "read_noise_e": _rule(lambda v: v >= 0, "non-negative (a noise figure cannot be negative)"),
-    "full_well_e": _rule(lambda v: v > 0, "positive"),
+    "photon_rate": _POSITIVE,
+    "poisson_exact_below_e": _NON_NEGATIVE,
+    "dark_current_e_per_s": _NOISE_FIGURE,
+    "read_noise_e": _NOISE_FIGURE,
+    "full_well_e": _POSITIVE,
     "adc_bits": _rule(lambda v: 1 <= v <= 16, "between 1 and 16"),
-    "gain_e_per_dn": _rule(lambda v: v > 0, "positive"),
-    "offset_dn": _rule(lambda v: v >= 0, "non-negative"),
-    "frame_time_s": _rule(lambda v: v > 0, "positive"),
-    "power_w": _rule(lambda v: v >= 0, "non-negative"),
+    "gain_e_per_dn": _POSITIVE,
+    "offset_dn": _NON_NEGATIVE,
+    "frame_time_s": _POSITIVE,
+    "power_w": _NON_NEGATIVE,
     "decoder": _rule(lambda v: v in DECODERS, f"one of {', '.join(DECODERS)}"),
     "reference_fraction": _rule(lambda v: 0 < v < 1, "strictly between 0 and 1"),
     "reference_normalisation": _rule(
         lambda v: v in NORMALISATIONS, f"one of {', '.join(NORMALISATIONS)}"
     ),
-    "calibration_frames": _rule(lambda v: v >= 1, "a positive integer"),
+    "calibration_frames": _COUNT,
     "recalibrate_every_frames": _rule(lambda v: v >= 0, "a non-negative integer"),
 }
 
