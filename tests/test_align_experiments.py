@@ -69,7 +69,9 @@ def test_cnn_failure_quick_compares_conv_and_dense_feedback(tmp_path, shared_dat
     ("argv", "message"),
     [
         (["--seeds", "0"], "--seeds"),
-        (["--profile", "noisy-lab"], "--profile applies"),
+        (["--profile", "noisy-lab"], "--profile and --opu apply"),
+        (["--opu", "encoder=stochastic"], "--profile and --opu apply"),
+        (["--backend", "sim-opu", "--opu", "no_such_field=1"], "unknown profile field"),
         (["--backend", "no-such-backend"], "not installed"),
     ],
 )

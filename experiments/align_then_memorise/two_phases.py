@@ -123,6 +123,7 @@ def analyse(run: common.Run, settings: dict[str, Any]) -> dict[str, Any]:
         "final_signal": common.tail_mean(signal, 0.1),
         "final_weight": common.tail_mean(weight, 0.1),
         "seconds": run.seconds,
+        **common.device_cost(run),
     }
 
 
@@ -218,6 +219,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "plateau_signal",
                 "final_signal",
                 "final_weight",
+                "frames",
+                "device_seconds",
             )
         }
         for method, runs in results.items()
