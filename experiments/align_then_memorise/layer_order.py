@@ -211,7 +211,12 @@ def figure(
     ax.set_xticks(xs)
     ax.set_xlabel("layer l (1 = bottom)")
     ax.set_ylabel("steps to reach the common level")
-    ax.set_yscale("log")
+    times = _nan([s["mean"] for s in (*sig, *wts[:-1])])
+    if (times > 0).any():
+        ax.set_yscale("log")
+    else:
+        ax.text(0.5, 0.5, "no layer reaches\nthe common level", transform=ax.transAxes,
+                ha="center", va="center")  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.suptitle(title)
