@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.align_then_memorise import cnn_failure, degeneracy, layer_order, two_phases
+from experiments.align_then_memorise import (
+    cnn_failure,
+    degeneracy,
+    layer_order,
+    optics_compare,
+    two_phases,
+)
 from optdfa.alignment import SINGULAR_KAPPA
 from optdfa.errors import OptdfaError
 
@@ -51,6 +57,20 @@ def test_two_phases_quick_with_the_optics_on(tmp_path):
     assert noisy["alignment_first_per_seed"] == [True]
     assert run["final_test_loss"] < 0.1 * run["initial_test_loss"]
     assert 0.3 < run["plateau_signal"] < digital["runs"]["dfa"][0]["plateau_signal"] - 0.1
+    # the side-by-side comparison pairs the runs seed by seed
+    compared = optics_compare.main(["--results", str(tmp_path)])
+    assert (tmp_path / "atm-optics.png").stat().st_size > 20_000
+    diff = compared["two_phases"]["sim-opu noisy-lab"]["minus_digital"]["plateau_signal"]
+    assert diff["n"] == 1 and diff["mean"] == pytest.approx(
+        run["plateau_signal"] - digital["runs"]["dfa"][0]["plateau_signal"]
+    )
+    assert compared["layer_order"] is None
+    # runs with other settings (here: seeds) are not compared
+    path = tmp_path / "atm-two-phases-sim-opu-noisy-lab.json"
+    path.write_text(path.read_text().replace('"seeds": 1', '"seeds": 2'))
+    with pytest.raises(OptdfaError, match="other settings"):
+        optics_compare.main(["--results", str(tmp_path), "--out", str(tmp_path / "new")])
+    assert not (tmp_path / "new").exists()
 
 
 def test_layer_order_timing_is_undefined_when_a_layer_does_not_align():
