@@ -10,6 +10,7 @@ import torch
 
 from experiments.align_then_memorise import (
     cnn_failure,
+    common,
     degeneracy,
     layer_order,
     optics_compare,
@@ -71,6 +72,18 @@ def test_two_phases_quick_with_the_optics_on(tmp_path):
     with pytest.raises(OptdfaError, match="other settings"):
         optics_compare.main(["--results", str(tmp_path), "--out", str(tmp_path / "new")])
     assert not (tmp_path / "new").exists()
+
+
+def test_peak_clock_of_a_curve_that_rises_then_decays():
+    steps = np.arange(6) * 10
+    curve = np.array([0.0, 0.5, 1.0, 0.6, 0.4, 0.4])
+    # plateau clock: rise to the mean of the second half (0.467), 90 % of it = 0.42 → step 10
+    assert common.time_to_rise(steps, curve) == 10
+    # peak clock: 90 % of the rise to the maximum (1.0) → step 20
+    assert common.time_to_peak_fraction(steps, curve) == 20
+    assert common.time_to_peak_fraction(steps, -curve) is None  # never rises above its start
+    assert common.nanmax(np.array([np.nan, 0.3])) == 0.3
+    assert common.nanmax(np.array([np.nan])) is None
 
 
 def test_layer_order_timing_is_undefined_when_a_layer_does_not_align():

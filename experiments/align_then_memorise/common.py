@@ -243,6 +243,31 @@ def time_to_rise(
     return int(s[np.argmax(v >= threshold)])
 
 
+def time_to_peak_fraction(
+    steps: np.ndarray, values: np.ndarray, fraction: float = FRACTION
+) -> int | None:
+    """First step where a (smoothed) curve has made ``fraction`` of its rise to its maximum.
+
+    A clock for curves that rise and then decay (e.g. alignment under a drifting feedback
+    matrix), where the late plateau of :func:`time_to_rise` lies below the peak. ``None`` if the
+    curve never rises above its first value.
+    """
+    ok = ~np.isnan(values)
+    if ok.sum() < 2:
+        return None
+    s, v = steps[ok], values[ok]
+    peak = float(v.max())
+    if peak <= v[0]:
+        return None
+    return int(s[np.argmax(v >= v[0] + fraction * (peak - v[0]))])
+
+
+def nanmax(values: np.ndarray) -> float | None:
+    """Largest value ignoring NaNs; ``None`` if all are NaN (an undefined quantity)."""
+    values = np.asarray(values, dtype=float)
+    return float(np.nanmax(values)) if (~np.isnan(values)).any() else None
+
+
 def time_to_fall(
     steps: np.ndarray, values: np.ndarray, fraction: float = FRACTION, tail: float = 0.1
 ) -> int | None:

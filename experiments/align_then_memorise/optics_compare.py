@@ -41,6 +41,7 @@ CONFIGS = (
     ("-sim-opu-ideal", "sim-opu ideal", "tab:green", "-"),
     ("-sim-opu-lighton-aurora", "sim-opu lighton-aurora", "tab:blue", "-"),
     ("-sim-opu-noisy-lab", "sim-opu noisy-lab", "tab:red", "-"),
+    ("-sim-opu-noisy-lab-drift_per_frame-0", "noisy-lab without drift", "tab:orange", ":"),
     ("-sim-opu-ideal-encoder-stochastic", "ideal, stochastic encoder", "tab:green", "--"),
     ("-sim-opu-lighton-aurora-encoder-stochastic", "aurora, stochastic encoder", "tab:blue", "--"),
     ("-sim-opu-noisy-lab-encoder-stochastic", "noisy-lab, stochastic encoder", "tab:red", "--"),
@@ -51,8 +52,10 @@ LAYER_ORDER = "atm-layer-order"
 TWO_PHASES_KEYS = (
     "t_signal",
     "t_weight",
+    "t_weight_peak",
     "t_loss",
     "plateau_signal",
+    "peak_weight",
     "final_signal",
     "final_weight",
     "final_test_loss",
@@ -121,6 +124,9 @@ def compare_two_phases(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "backend_options": payload["settings"]["backend_options"],
             "seeds": payload["settings"]["seeds"],
             "alignment_first_per_seed": payload["alignment_first_per_seed"],
+            "alignment_first_peak_clock_per_seed": payload.get(
+                "alignment_first_peak_clock_per_seed"
+            ),
             "reproduced": payload["reproduced"],
             "dfa": {k: dfa[k] for k in TWO_PHASES_KEYS if k in dfa},
             "bp_final_test_loss": payload["summary"]["bp"]["final_test_loss"],
@@ -305,7 +311,7 @@ def figure(two: dict[str, dict[str, Any]], deep: dict[str, dict[str, Any]]) -> A
         ax_sig.set_title("3. deep MLP on MNIST (layer order)", loc="left")
     fig.suptitle(
         "Optics on: DFA with the digital feedback and with the simulated OPU "
-        "(mean ± 1 std over seeds; solid: the profile's ternary encoder, dashed: stochastic)"
+        "(mean ± 1 std over seeds; solid: the profile as shipped, dashed: stochastic encoder)"
     )
     fig.tight_layout()
     return fig
