@@ -45,6 +45,12 @@ CONFIGS = (
     ("-sim-opu-ideal-encoder-stochastic", "ideal, stochastic encoder", "tab:green", "--"),
     ("-sim-opu-lighton-aurora-encoder-stochastic", "aurora, stochastic encoder", "tab:blue", "--"),
     ("-sim-opu-noisy-lab-encoder-stochastic", "noisy-lab, stochastic encoder", "tab:red", "--"),
+    (
+        "-sim-opu-noisy-lab-drift_per_frame-0-encoder-stochastic",
+        "noisy-lab without drift, stochastic encoder",
+        "tab:orange",
+        "--",
+    ),
 )
 TWO_PHASES = "atm-two-phases"
 LAYER_ORDER = "atm-layer-order"
