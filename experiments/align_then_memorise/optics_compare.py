@@ -41,7 +41,7 @@ CONFIGS = (
     ("-sim-opu-ideal", "sim-opu ideal", "tab:green", "-"),
     ("-sim-opu-lighton-aurora", "sim-opu lighton-aurora", "tab:blue", "-"),
     ("-sim-opu-noisy-lab", "sim-opu noisy-lab", "tab:red", "-"),
-    ("-sim-opu-noisy-lab-drift_per_frame-0", "noisy-lab without drift", "tab:orange", ":"),
+    ("-sim-opu-noisy-lab-drift_per_frame-0", "noisy-lab without drift", "tab:orange", "-"),
     ("-sim-opu-ideal-encoder-stochastic", "ideal, stochastic encoder", "tab:green", "--"),
     ("-sim-opu-lighton-aurora-encoder-stochastic", "aurora, stochastic encoder", "tab:blue", "--"),
     ("-sim-opu-noisy-lab-encoder-stochastic", "noisy-lab, stochastic encoder", "tab:red", "--"),
