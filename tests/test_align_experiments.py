@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
-from experiments.align_then_memorise import cnn_failure, degeneracy, layer_order, two_phases
+from experiments.align_then_memorise import (
+    cnn_failure,
+    common,
+    degeneracy,
+    layer_order,
+    optics_compare,
+    two_phases,
+)
 from optdfa.alignment import SINGULAR_KAPPA
 from optdfa.errors import OptdfaError
 
@@ -27,6 +35,77 @@ def test_two_phases_quick_aligns_before_it_memorises(tmp_path):
     # DFA aligns with its feedback vector; BP's weights do not turn towards it
     assert dfa["plateau_signal"]["mean"] > 0.7 and abs(bp["final_signal"]["mean"]) < 0.4
     assert payload["command"].startswith("python -m experiments.align_then_memorise.two_phases")
+
+
+def test_two_phases_quick_with_the_optics_on(tmp_path):
+    """Experiment 5: experiment 1 with DFA's projection on the simulated noisy-lab OPU."""
+    argv = ["--quick", "--seeds", "1", "--out", str(tmp_path)]
+    noisy = two_phases.main([*argv, "--backend", "sim-opu", "--profile", "noisy-lab"])
+    assert _files(tmp_path, "atm-two-phases-sim-opu-noisy-lab")["settings"]["backend_options"] == {
+        "profile": "noisy-lab"
+    }
+    digital = two_phases.main(argv)
+    run = noisy["runs"]["dfa"][0]
+    # one output: every step shows its single distinct frame with and without the reference,
+    # after 2 × 32 calibration frames (no recalibration within 20 000 frames); 1 ms per frame
+    steps = noisy["settings"]["n_train"] // noisy["settings"]["batch_size"]
+    assert run["frames"] == 2 * steps + 2 * 32
+    assert run["device_seconds"] == pytest.approx(run["frames"] * 1e-3)
+    assert noisy["runs"]["bp"][0]["frames"] == 0  # BP runs stay digital
+    assert noisy["runs"]["bp"][0]["final_test_loss"] == digital["runs"]["bp"][0]["final_test_loss"]
+    # still aligns first and learns, but the camera noise in the delivered feedback lowers the
+    # measured gradient alignment well below the digital one
+    assert noisy["alignment_first_per_seed"] == [True]
+    assert run["final_test_loss"] < 0.1 * run["initial_test_loss"]
+    assert 0.3 < run["plateau_signal"] < digital["runs"]["dfa"][0]["plateau_signal"] - 0.1
+    # the side-by-side comparison pairs the runs seed by seed
+    compared = optics_compare.main(["--results", str(tmp_path)])
+    assert (tmp_path / "atm-optics.png").stat().st_size > 20_000
+    diff = compared["two_phases"]["sim-opu noisy-lab"]["minus_digital"]["plateau_signal"]
+    assert diff["n"] == 1 and diff["mean"] == pytest.approx(
+        run["plateau_signal"] - digital["runs"]["dfa"][0]["plateau_signal"]
+    )
+    assert compared["layer_order"] is None
+    # runs with other settings (here: seeds) are not compared
+    path = tmp_path / "atm-two-phases-sim-opu-noisy-lab.json"
+    path.write_text(path.read_text().replace('"seeds": 1', '"seeds": 2'))
+    with pytest.raises(OptdfaError, match="other settings"):
+        optics_compare.main(["--results", str(tmp_path), "--out", str(tmp_path / "new")])
+    assert not (tmp_path / "new").exists()
+
+
+def test_peak_clock_of_a_curve_that_rises_then_decays():
+    steps = np.arange(6) * 10
+    curve = np.array([0.0, 0.5, 1.0, 0.6, 0.4, 0.4])
+    # plateau clock: rise to the mean of the second half (0.467), 90 % of it = 0.42 → step 10
+    assert common.time_to_rise(steps, curve) == 10
+    # peak clock: 90 % of the rise to the maximum (1.0) → step 20
+    assert common.time_to_peak_fraction(steps, curve) == 20
+    assert common.time_to_peak_fraction(steps, -curve) is None  # never rises above its start
+    assert common.nanmax(np.array([np.nan, 0.3])) == 0.3
+    assert common.nanmax(np.array([np.nan])) is None
+
+
+def test_layer_order_timing_is_undefined_when_a_layer_does_not_align():
+    # a layer whose final alignment is ≤ 0 never aligned: no common level (it was reached at 0)
+    assert layer_order.half_min([0.4, 0.2, None]) == pytest.approx(0.1)
+    assert layer_order.half_min([0.4, -0.02]) is None
+    assert layer_order.rank_correlation([1, 3, 2, 4]) == pytest.approx(0.8)
+    assert layer_order.rank_correlation([5, 5, 5, 5]) is None  # was NaN: invalid JSON
+    assert layer_order.rank_correlation([1, None, 2, 3]) is None
+    steps = np.arange(0, 50, 5)
+    curve = np.linspace(-0.1, 0.0, len(steps))
+    runs = [{"steps": steps, "signal": [curve] * 4, "weight": [curve] * 4}] * 2
+    undefined = {"mean": None, "std": None, "n": 0, "values": [None, None]}
+    timing = {
+        "signal_level": None,
+        "weight_level": None,
+        "signal_time_to_level": [undefined] * 4,
+        "weight_time_to_level": [undefined] * 4,
+    }
+    settings = {**layer_order.QUICK, "seeds": 2}
+    fig = layer_order.figure(runs, timing, settings, "no layer aligns")
+    assert len(fig.axes) == 3
 
 
 def test_degeneracy_quick_separates_dfa_and_bp_solutions(tmp_path):
@@ -69,7 +148,9 @@ def test_cnn_failure_quick_compares_conv_and_dense_feedback(tmp_path, shared_dat
     ("argv", "message"),
     [
         (["--seeds", "0"], "--seeds"),
-        (["--profile", "noisy-lab"], "--profile applies"),
+        (["--profile", "noisy-lab"], "--profile and --opu apply"),
+        (["--opu", "encoder=stochastic"], "--profile and --opu apply"),
+        (["--backend", "sim-opu", "--opu", "no_such_field=1"], "unknown profile field"),
         (["--backend", "no-such-backend"], "not installed"),
     ],
 )

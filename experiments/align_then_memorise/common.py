@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import platform
+import re
 import shlex
 import sys
 import time
@@ -18,9 +19,13 @@ import numpy as np
 import torch
 
 import optdfa
+from optdfa.backends import backend_class
+from optdfa.backends.sim_opu import DEFAULT_PROFILE
+from optdfa.cli.options import key_value
 from optdfa.config import TrainConfig
 from optdfa.data import Dataset, TeacherSpec
 from optdfa.errors import OptdfaError
+from optdfa.optics.profile import load_profile
 from optdfa.outputs import atomic_savefig, atomic_write_json
 from optdfa.training import Trainer
 
@@ -61,6 +66,15 @@ def parser(
             default=None,
             help="device profile of the backend (backend option 'profile', e.g. lighton-aurora)",
         )
+        p.add_argument(
+            "--opu",
+            action="append",
+            type=key_value,
+            default=[],
+            metavar="KEY=VALUE",
+            help="override one field of the device profile, e.g. encoder=stochastic "
+            "(repeatable; as `optdfa train --opu`)",
+        )
     return p
 
 
@@ -71,13 +85,22 @@ def prepare(args: argparse.Namespace) -> Path:
     if args.seeds is not None and args.seeds < 1:
         raise OptdfaError(f"--seeds must be a positive integer, got {args.seeds}")
     torch.set_num_threads(args.threads)
-    if getattr(args, "profile", None) is not None and args.backend == "digital":
-        raise OptdfaError("--profile applies to an optical backend: add e.g. --backend sim-opu")
-    if getattr(args, "backend", "digital") not in optdfa.available_backends():
+    backend = getattr(args, "backend", "digital")
+    optical = getattr(args, "profile", None) is not None or bool(getattr(args, "opu", None))
+    if optical and backend == "digital":
+        raise OptdfaError(
+            "--profile and --opu apply to an optical backend: add e.g. --backend sim-opu"
+        )
+    if backend not in optdfa.available_backends():
         raise OptdfaError(
             f"backend {args.backend!r} is not installed here (available: "
             f"{', '.join(optdfa.available_backends())})"
         )
+    if optical:
+        if not getattr(backend_class(backend), "uses_opu_profile", False):
+            raise OptdfaError(f"--profile and --opu do not apply to --backend {backend}")
+        # fail now, not after the first seeds: unknown profile, field or value
+        load_profile(args.profile or DEFAULT_PROFILE, dict(args.opu))
     return args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
 
 
@@ -105,17 +128,29 @@ def teacher_spec(settings: dict[str, Any]) -> TeacherSpec:
 def dfa_backend(args: argparse.Namespace) -> dict[str, Any]:
     """TrainConfig fields that put the DFA runs on ``--backend`` with ``--profile``."""
     name = getattr(args, "backend", "digital")
-    options = {"profile": args.profile} if getattr(args, "profile", None) else {}
+    options: dict[str, Any] = {"profile": args.profile} if getattr(args, "profile", None) else {}
+    if getattr(args, "opu", None):
+        options["overrides"] = dict(args.opu)
     return {"backend": name, "backend_options": options}
 
 
 def backend_suffix(args: argparse.Namespace) -> str:
-    """``""`` for the digital backend, else ``"-<backend>[-<profile>]"`` for file names."""
+    """``""`` for the digital backend, else ``"-<backend>[-<profile>][-<key>-<value>…]"`` for
+    file names (``--opu encoder=ternary:0.5`` adds ``-encoder-ternary0.5``)."""
     name = getattr(args, "backend", "digital")
     if name == "digital":
         return ""
     profile = getattr(args, "profile", None)
-    return f"-{name}" + (f"-{profile}" if profile else "")
+    suffix = f"-{name}" + (f"-{profile}" if profile else "")
+    for key, value in sorted(dict(getattr(args, "opu", None) or []).items()):
+        suffix += f"-{key}-" + re.sub(r"[^A-Za-z0-9.]+", "", str(value))
+    return suffix
+
+
+def device_cost(run: Run) -> dict[str, float]:
+    """The backend's ``frames`` and ``device_seconds`` over a run (0 for a digital backend)."""
+    last = run.trainer.metrics[-1] if run.trainer.metrics else {}
+    return {key: float(last.get(key, 0.0)) for key in ("frames", "device_seconds")}
 
 
 class EvalProbe:
@@ -227,6 +262,31 @@ def time_to_rise(
         return None
     threshold = v[0] + fraction * (plateau - v[0])
     return int(s[np.argmax(v >= threshold)])
+
+
+def time_to_peak_fraction(
+    steps: np.ndarray, values: np.ndarray, fraction: float = FRACTION
+) -> int | None:
+    """First step where a (smoothed) curve has made ``fraction`` of its rise to its maximum.
+
+    A clock for curves that rise and then decay (e.g. alignment under a drifting feedback
+    matrix), where the late plateau of :func:`time_to_rise` lies below the peak. ``None`` if the
+    curve never rises above its first value.
+    """
+    ok = ~np.isnan(values)
+    if ok.sum() < 2:
+        return None
+    s, v = steps[ok], values[ok]
+    peak = float(v.max())
+    if peak <= v[0]:
+        return None
+    return int(s[np.argmax(v >= v[0] + fraction * (peak - v[0]))])
+
+
+def nanmax(values: np.ndarray) -> float | None:
+    """Largest value ignoring NaNs; ``None`` if all are NaN (an undefined quantity)."""
+    values = np.asarray(values, dtype=float)
+    return float(np.nanmax(values)) if (~np.isnan(values)).any() else None
 
 
 def time_to_fall(

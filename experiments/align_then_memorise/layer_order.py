@@ -130,15 +130,32 @@ def pair_tests(
 
 
 def half_min(values: list[float | None]) -> float | None:
-    """Half the smallest defined value (the common alignment level), or None."""
+    """Half the smallest defined value (the common alignment level), or None.
+
+    None also when the smallest value is not positive: some layer did not align at all, and a
+    level at or below zero would be "reached" at initialisation.
+    """
     kept = [v for v in values if v is not None]
-    return 0.5 * min(kept) if kept else None
+    return 0.5 * min(kept) if kept and min(kept) > 0 else None
+
+
+def rank_correlation(times: list[int | None]) -> float | None:
+    """Spearman correlation of layer index with time; ``None`` where it is undefined (a missing
+    time, or all layers at the same step — e.g. none of them aligns)."""
+    if any(t is None for t in times) or len(set(times)) < 2:
+        return None
+    return float(spearmanr(range(len(times)), times).statistic)
 
 
 def ordered(times: list[int | None]) -> bool:
     return all(t is not None for t in times) and all(
         a < b for a, b in zip(times, times[1:], strict=False)
     )
+
+
+def _nan(values: list[float | None]) -> np.ndarray:
+    """Undefined entries (a layer that never reaches the level) as NaN, for plotting."""
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
 
 
 def figure(
@@ -177,16 +194,16 @@ def figure(
     xs = np.arange(1, n_hidden + 1)
     ax.errorbar(
         xs,
-        [s["mean"] for s in sig],
-        yerr=[s["std"] for s in sig],
+        _nan([s["mean"] for s in sig]),
+        yerr=_nan([s["std"] for s in sig]),
         fmt="o-",
         capsize=4,
         label="gradient alignment (hidden layer l)",
     )
     ax.errorbar(
         xs[1:] + 0.05,
-        [s["mean"] for s in wts[:-1]],
-        yerr=[s["std"] for s in wts[:-1]],
+        _nan([s["mean"] for s in wts[:-1]]),
+        yerr=_nan([s["std"] for s in wts[:-1]]),
         fmt="s--",
         capsize=4,
         label="weight alignment (W_l, hidden)",
@@ -194,7 +211,12 @@ def figure(
     ax.set_xticks(xs)
     ax.set_xlabel("layer l (1 = bottom)")
     ax.set_ylabel("steps to reach the common level")
-    ax.set_yscale("log")
+    times = _nan([s["mean"] for s in (*sig, *wts[:-1])])
+    if (times > 0).any():
+        ax.set_yscale("log")
+    else:
+        ax.text(0.5, 0.5, "no layer reaches\nthe common level", transform=ax.transAxes,
+                ha="center", va="center")  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.suptitle(title)
@@ -212,11 +234,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     data = load_dataset("mnist", data_dir=args.data_dir, train_subset=settings["train_subset"])
     n_hidden = len(settings["hidden"])
-    runs, accuracies = [], []
+    runs, accuracies, test_losses, costs = [], [], [], []
     for seed in range(settings["seeds"]):
         run = common.train_run(config(settings, seed, args.data_dir, backend), data=data)
         runs.append(curves(run, settings))
         accuracies.append(run.trainer.metrics[-1]["test_accuracy"])
+        test_losses.append(run.trainer.metrics[-1]["test_loss"])
+        costs.append(common.device_cost(run))
         print(
             f"seed {seed}: test accuracy {100 * accuracies[-1]:.2f} %, final gradient alignment "
             f"per hidden layer {[final(c) for c in runs[-1]['signal']]} ({run.seconds:.0f} s)",
@@ -254,12 +278,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "weight_time_to_90pct",
     ):
         timing[key] = [common.stats([s[key][layer] for s in per_seed]) for layer in range(n_hidden)]
-    spearman = [
-        float(spearmanr(range(n_hidden), s["signal_time_to_level"]).statistic)
-        if all(t is not None for t in s["signal_time_to_level"])
-        else None
-        for s in per_seed
-    ]
+    spearman = [rank_correlation(s["signal_time_to_level"]) for s in per_seed]
     # layer numbers: hidden layer l for the gradient alignment, W_l (l ≥ 2) for the weights
     signal_pairs = pair_tests([s["signal_time_to_level"] for s in per_seed], first_layer=1)
     weight_pairs = pair_tests([s["weight_time_to_level"][:-1] for s in per_seed], first_layer=2)
@@ -276,6 +295,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         verdict = "not reproduced"
     summary = {
         "test_accuracy": common.stats(accuracies),
+        "test_loss": common.stats(test_losses),
+        "frames": common.stats([c["frames"] for c in costs]),
+        "device_seconds": common.stats([c["device_seconds"] for c in costs]),
         "final_signal": finals_signal,
         "final_weight": finals_weight,
         "timing": timing,
