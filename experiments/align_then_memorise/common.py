@@ -20,7 +20,7 @@ import torch
 
 import optdfa
 from optdfa.backends import backend_class
-from optdfa.backends.sim_opu import DEFAULT_PROFILE
+from optdfa.backends.optical import DEFAULT_PROFILE
 from optdfa.cli.options import key_value
 from optdfa.config import TrainConfig
 from optdfa.data import Dataset, TeacherSpec
