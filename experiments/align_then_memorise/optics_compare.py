@@ -256,7 +256,13 @@ def figure(two: dict[str, dict[str, Any]], deep: dict[str, dict[str, Any]]) -> A
                 capsize=4,
                 label=text,
             )
-        ax_t.set_xticks(x, [label.replace("sim-opu ", "") for label in labels], fontsize=8)
+        ax_t.set_xticks(
+            x,
+            [label.replace("sim-opu ", "") for label in labels],
+            fontsize=8,
+            rotation=30,
+            ha="right",
+        )
         ax_t.set_yscale("log")
         ax_t.set_ylabel("DFA: SGD step")
         ax_t.grid(alpha=0.3)
