@@ -245,6 +245,10 @@ def bench_aurora_projection(
     limit_gb: float = 2.0,
 ) -> dict[str, Any]:
     """One frame through a full-size device in a child process: seconds and peak RSS."""
+    if not 0 < density <= 1:
+        raise OptdfaError(
+            f"density is the fraction of mirrors switched on, in (0, 1]; got {density}"
+        )
     args = {
         "n_in": n_in,
         "n_out": n_out,

@@ -36,3 +36,25 @@ def test_cli_params(tmp_path, capsys):
     capsys.readouterr()
     assert main(["bench", "opu-transform", "--param", "n_pixels=3"]) == 2
     assert "has no parameter(s) n_pixels" in capsys.readouterr().err
+
+
+def test_cli_param_types(capsys):
+    """Parameters are checked against the benchmark's defaults before anything runs."""
+    for param, message in (
+        ("hidden=(16,16)", "takes a list of positive integers like [1000,1000,1000]"),
+        ("batch_size=0", "must be positive"),
+        ("optimizer=3", "takes str values like 'sgd'"),
+    ):
+        assert main(["bench", "step", "--param", param]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["bench", "aurora-projection", "--param", "workers=x"]) == 2
+    assert "takes a positive integer" in capsys.readouterr().err
+    assert main(["bench", "aurora-projection", "--param", "density=1.5"]) == 2
+    assert "in (0, 1]" in capsys.readouterr().err
+
+
+def test_cli_param_list(tmp_path):
+    out = tmp_path / "s.json"
+    args = ["bench", "step", "--repeats", "1", "--json", str(out)]
+    assert main([*args, "--param", "hidden=[8,8]", "--param", "batch_size=4"]) == 0
+    assert json.loads(out.read_text())["model"] == "MLP 784-8-8-10 tanh"

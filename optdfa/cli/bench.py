@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+from typing import Any
 
 from optdfa.cli.options import key_value, positive_int
 from optdfa.errors import OptdfaError
@@ -49,13 +50,14 @@ def run(args: argparse.Namespace) -> int:
     if params:
         if len(names) != 1:
             raise OptdfaError("--param applies to one named benchmark, not to 'all'")
-        accepted = set(inspect.signature(BENCHMARKS[names[0]][0]).parameters)
-        unknown = sorted(set(params) - accepted)
+        signature = inspect.signature(BENCHMARKS[names[0]][0]).parameters
+        unknown = sorted(set(params) - set(signature))
         if unknown:
             raise OptdfaError(
                 f"benchmark {names[0]!r} has no parameter(s) {', '.join(unknown)}; "
-                f"valid: {', '.join(sorted(accepted))}"
+                f"valid: {', '.join(sorted(signature))}"
             )
+        params = {k: _coerce(k, v, signature[k].default) for k, v in params.items()}
     results = []
     for name in names:
         fn, fmt, _ = BENCHMARKS[name]
@@ -69,3 +71,26 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_json(args.json, results if len(results) > 1 else results[0])
     print(json.dumps({r["benchmark"]: round(r["ratio"], 4) for r in results if "ratio" in r}))
     return 0
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """``value`` (parsed as TOML) checked against the type of the parameter's ``default``."""
+    if isinstance(default, tuple):
+        if isinstance(value, list) and value and all(type(v) is int and v > 0 for v in value):
+            return tuple(value)
+        example = "[" + ",".join(map(str, default)) + "]"
+        raise OptdfaError(f"--param {key} takes a list of positive integers like {example}")
+    if default is None:  # an optional count (workers)
+        if type(value) is not int or value < 1:
+            raise OptdfaError(f"--param {key} takes a positive integer, got {value!r}")
+        return value
+    expected = type(default)
+    if expected is float and type(value) is int:
+        value = float(value)
+    if type(value) is not expected:
+        raise OptdfaError(
+            f"--param {key} takes {expected.__name__} values like {default!r}, got {value!r}"
+        )
+    if expected in (int, float) and value <= 0 and key != "seed":
+        raise OptdfaError(f"--param {key} must be positive, got {value!r}")
+    return value
