@@ -122,10 +122,14 @@ def bench_opu_transform(
     n_frames: int = 1000,
     repeats: int = 7,
     warmup: int = 1,
+    settle_s: float = 0.5,
     device: str = "cpu",
     seed: int = 0,
 ) -> dict[str, Any]:
-    """lightonml ``SimulatedOpuDevice.transform1`` time ÷ our ``SimulatedOPU.transform`` time."""
+    """lightonml ``SimulatedOpuDevice.transform1`` time ÷ our ``SimulatedOPU.transform`` time.
+
+    ``settle_s``: pause before each timed call (see :func:`interleaved_medians`).
+    """
     dev = resolve_device(device)
     frames = torch.rand(n_frames, n_in, generator=torch_generator(seed, "bench-frames")) < 0.5
     frames_np = frames.numpy().astype(np.uint8)
@@ -146,7 +150,8 @@ def bench_opu_transform(
         "optdfa": lambda: ideal.transform(frames_dev),
         "optdfa-aurora-camera": lambda: aurora.transform(frames_dev),
     }
-    med = interleaved_medians(fns, repeats, warmup, device_sync(dev))
+    # lightonml computes with numpy's BLAS, whose threads spin after each call: let them settle
+    med = interleaved_medians(fns, repeats, warmup, device_sync(dev), settle=settle_s)
     return {
         "benchmark": "opu-transform",
         "n_in": n_in,
@@ -155,6 +160,7 @@ def bench_opu_transform(
         "device": str(dev),
         "threads": torch.get_num_threads(),
         "repeats": repeats,
+        "settle_s": settle_s,
         "lightonml_ms": 1e3 * med["lightonml"],
         "optdfa_ms": 1e3 * med["optdfa"],
         "optdfa_aurora_camera_ms": 1e3 * med["optdfa-aurora-camera"],

@@ -24,8 +24,14 @@ def interleaved_medians(
     repeats: int,
     warmup: int,
     sync: Callable[[], None] = lambda: None,
+    settle: float = 0.0,
 ) -> dict[str, float]:
-    """Median seconds per call of each function, calling them in turn ``repeats`` times."""
+    """Median seconds per call of each function, calling them in turn ``repeats`` times.
+
+    ``settle`` seconds of sleep before each timed call let the thread pools of the previous
+    variant go idle: a library's worker threads keep spinning for a while after a call
+    (OpenBLAS's for ~0.1 s, OpenMP's for milliseconds) and would take cores from the next one.
+    """
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -33,6 +39,8 @@ def interleaved_medians(
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            if settle:
+                time.sleep(settle)
             t0 = time.perf_counter()
             fn()
             sync()

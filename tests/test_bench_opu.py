@@ -31,6 +31,7 @@ def test_cli_params(tmp_path, capsys):
     out = tmp_path / "r.json"
     args = ["bench", "opu-transform", "--repeats", "1", "--json", str(out)]
     args += ["--param", "n_in=64", "--param", "n_out=100", "--param", "n_frames=10"]
+    args += ["--param", "settle_s=0"]
     assert main(args) == 0
     assert json.loads(out.read_text())["n_frames"] == 10
     capsys.readouterr()

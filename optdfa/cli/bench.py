@@ -73,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: numeric benchmark parameters that may be 0 (all others must be positive)
+_ZERO_OK = {"seed", "warmup", "settle_s"}
+
+
 def _coerce(key: str, value: Any, default: Any) -> Any:
     """``value`` (parsed as TOML) checked against the type of the parameter's ``default``."""
     if isinstance(default, tuple):
@@ -91,6 +95,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         raise OptdfaError(
             f"--param {key} takes {expected.__name__} values like {default!r}, got {value!r}"
         )
-    if expected in (int, float) and value <= 0 and key != "seed":
-        raise OptdfaError(f"--param {key} must be positive, got {value!r}")
+    if expected in (int, float) and (value < 0 or (value == 0 and key not in _ZERO_OK)):
+        rule = "non-negative" if key in _ZERO_OK else "positive"
+        raise OptdfaError(f"--param {key} must be {rule}, got {value!r}")
     return value
