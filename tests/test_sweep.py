@@ -247,3 +247,14 @@ def test_projection_quality_is_exact_for_digital_and_degrades_with_device_noise(
     clean = quality("sim-opu", profile="lighton-aurora")
     assert noisy["device_snr_db"] < clean["device_snr_db"] - 5
     assert noisy["projection_fidelity"] < clean["projection_fidelity"] < 1
+
+
+def test_first_seeds_runs_a_subset_that_a_full_run_then_reuses(tmp_path):
+    spec = tiny(seeds=3)
+    quick = run_sweep(spec.first_seeds(1), tmp_path, workers=1, report=False)
+    assert (quick.total, quick.ran) == (2, 2)
+    assert {r["seed"] for r in read_rows(tmp_path / RESULTS_JSONL)} == {0}
+    full = run_sweep(spec, tmp_path, workers=1, report=False)
+    assert (full.total, full.ran, full.skipped) == (6, 4, 2)
+    with pytest.raises(OptdfaError, match="between 1 and the file's 3 seeds, got 4"):
+        spec.first_seeds(4)

@@ -33,6 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data-dir", help="folder holding MNIST/raw and FashionMNIST/raw")
     p.add_argument(
+        "--seeds",
+        type=positive_int,
+        metavar="N",
+        help="run only the first N of the file's seeds (their runs are shared with a full run "
+        "in the same --out)",
+    )
+    p.add_argument(
         "--no-retry-failed",
         dest="retry_failed",
         action="store_false",
@@ -68,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         changes["data_dir"] = args.data_dir
     if changes:
         spec = spec.with_base(**changes)
+    if args.seeds is not None:
+        spec = spec.first_seeds(args.seeds)
     suffix = f"-{args.dataset}" if args.dataset else ""
     out = Path(args.out) if args.out else Path("runs") / "sweeps" / f"{spec.name}{suffix}"
     points = spec.expand()

@@ -128,6 +128,17 @@ class SweepSpec:
                 out.append(Point(dict(params), seed, config, label, index))
         return out
 
+    def first_seeds(self, count: int) -> SweepSpec:
+        """The same sweep on the first ``count`` of its seeds (a quicker, smaller study)."""
+        if not 1 <= count <= len(self.seeds):
+            raise OptdfaError(
+                f"{self.source}: --seeds must be between 1 and the file's {len(self.seeds)} "
+                f"seeds, got {count}"
+            )
+        spec = copy.deepcopy(self)
+        spec.seeds = spec.seeds[:count]
+        return spec
+
     def with_base(self, **changes: Any) -> SweepSpec:
         """The same sweep with base fields changed (e.g. ``dataset="mnist"``), re-validated."""
         clash = sorted(k for k in changes if k in self.axes)
