@@ -118,6 +118,17 @@ def _values(stats: dict[str, Any]) -> list[float | None]:
     return list(stats["values"])
 
 
+def _run_source(payload: dict[str, Any]) -> dict[str, Any]:
+    """How a run was made: its command, feedback backend and options, and number of seeds."""
+    settings = payload["settings"]
+    return {
+        "command": payload["command"],
+        "backend": settings["backend"],
+        "backend_options": settings["backend_options"],
+        "seeds": settings["seeds"],
+    }
+
+
 def compare_two_phases(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Per configuration: DFA's summary, device cost and its paired difference to digital."""
     digital = runs.get("digital")
@@ -125,10 +136,7 @@ def compare_two_phases(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for label, payload in runs.items():
         dfa = payload["summary"]["dfa"]
         entry: dict[str, Any] = {
-            "command": payload["command"],
-            "backend": payload["settings"]["backend"],
-            "backend_options": payload["settings"]["backend_options"],
-            "seeds": payload["settings"]["seeds"],
+            **_run_source(payload),
             "alignment_first_per_seed": payload["alignment_first_per_seed"],
             "alignment_first_peak_clock_per_seed": payload.get(
                 "alignment_first_peak_clock_per_seed"
@@ -158,10 +166,7 @@ def compare_layer_order(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for label, payload in runs.items():
         s = payload["summary"]
         entry: dict[str, Any] = {
-            "command": payload["command"],
-            "backend": payload["settings"]["backend"],
-            "backend_options": payload["settings"]["backend_options"],
-            "seeds": payload["settings"]["seeds"],
+            **_run_source(payload),
             "verdict": payload["verdict"],
             "test_accuracy": s["test_accuracy"],
             "final_signal": s["final_signal"],
