@@ -367,3 +367,20 @@ def test_reference_is_recalibrated_as_the_profile_asks():
     b.project(_errors(64))  # > 100 frames shown: the next projection recalibrates first
     b.project(_errors(16, seed=1))
     assert b.calibration_frames == 2 * once
+
+
+def test_noisy_training_resumes_bit_exactly_from_the_checkpoint_file(tmp_path, capsys):
+    """The drop-in device's state (noise, drift, matrix) survives torch.load(weights_only=True)."""
+    args = ["train", "--dataset", "digits", "--method", "dfa", "--backend", "lightonml"]
+    args += ["--lightonml-simulated", "--backend-option", "noise=true", "--train-subset", "300"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert main([*args, "--epochs", "2", "--out", str(whole)]) == 0
+    assert main([*args, "--epochs", "1", "--out", str(split)]) == 0
+    assert main(["train", "--epochs", "2", "--out", str(split), "--resume"]) == 0
+    capsys.readouterr()
+
+    def lines(folder):
+        rows = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if "second" not in k} for r in rows]
+
+    assert len(lines(whole)) == 2 and lines(whole) == lines(split)

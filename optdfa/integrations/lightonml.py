@@ -293,7 +293,10 @@ class SimulatedOpuDevice(_LightonmlSimulatedDevice):
         return {
             "noise_rng": self.noise.get_state(),
             "drift_rng": self.drift_generator.get_state(),
-            "matrix": None if self._random_matrix is None else self._random_matrix.copy(),
+            # a tensor, so that checkpoints load with torch.load(weights_only=True)
+            "matrix": None
+            if self._random_matrix is None
+            else torch.from_numpy(self._random_matrix.copy()),
             "frames": self.frames,
             "device_seconds": self.device_seconds,
         }
@@ -302,7 +305,10 @@ class SimulatedOpuDevice(_LightonmlSimulatedDevice):
         self.noise.set_state(state["noise_rng"])
         self.drift_generator.set_state(state["drift_rng"])
         if state["matrix"] is not None:
-            self._random_matrix = np.array(state["matrix"], dtype=np.complex64)
+            matrix = state["matrix"]
+            if isinstance(matrix, torch.Tensor):
+                matrix = matrix.numpy()
+            self._random_matrix = np.array(matrix, dtype=np.complex64)
         self.frames = int(state["frames"])
         self.device_seconds = float(state["device_seconds"])
         self._anchor_calibration.clear()
