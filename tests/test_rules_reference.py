@@ -264,3 +264,22 @@ def test_feedback_blocks_do_not_share_columns_and_have_documented_scale():
         expected = 1 / np.sqrt(3 * block.size)
         # sample std of 10·size Gaussian entries: relative sd 1/sqrt(2·10·size) ≤ 2 %, bound 5 sd
         assert abs(cols.std().item() / expected - 1) < 5 / np.sqrt(2 * cols.numel())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch", [1, 7, 100, 128])
+def test_output_error_equals_autograd_bit_for_bit(dtype, batch):
+    """DFA's graph-free ``e = ∂L/∂ŷ`` for cross-entropy is autograd's, to the last bit."""
+    from optdfa.rules.base import half_squared_error, loss_and_error
+
+    gen = torch.Generator().manual_seed(batch)
+    for scale in (0.1, 1.0, 30.0):
+        out = (torch.randn(batch, 10, generator=gen, dtype=dtype) * scale).requires_grad_()
+        labels = torch.randint(0, 10, (batch,), generator=gen)
+        values = torch.randn(batch, 10, generator=gen, dtype=dtype)
+        for loss_fn, target in ((cross_entropy, labels), (half_squared_error, values)):
+            loss = loss_fn(out, target)
+            (expected,) = torch.autograd.grad(loss, out)
+            got_loss, got_error = loss_and_error(loss_fn, out, target)
+            assert torch.equal(got_loss, loss.detach()) and torch.equal(got_error, expected)
+            assert not got_error.requires_grad and out.grad is None

@@ -71,7 +71,10 @@ class FeedbackLayout:
         """Split ``(batch, n_feedback)`` into per-block views of shape ``(batch, *block.shape)``."""
         batch = projection.shape[0]
         parts = torch.split(projection, self.sizes, dim=1)
-        return [p.reshape(batch, *b.shape) for p, b in zip(parts, self.blocks, strict=True)]
+        return [
+            p if len(b.shape) == 1 else p.reshape(batch, *b.shape)
+            for p, b in zip(parts, self.blocks, strict=True)
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -37,6 +37,43 @@ def loss_for_task(task: str) -> LossFn:
     return cross_entropy if task == "classification" else half_squared_error
 
 
+def loss_and_error(
+    loss_fn: LossFn, output: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss and the output error ``e = ∂L/∂output`` ``(batch, n_out)``, both detached.
+
+    Nothing flows into ``output``'s graph. For :func:`cross_entropy` on class indices the
+    error comes from the same kernels autograd would run (bit-identical) without building a
+    graph for the loss or starting the autograd engine; any other loss is differentiated by
+    autograd on a detached copy of ``output``.
+    """
+    out = output.detach()
+    if loss_fn is cross_entropy and out.ndim == 2 and not target.is_floating_point():
+        with torch.no_grad():
+            return _cross_entropy_and_error(out, target)
+    out.requires_grad_(True)
+    with torch.enable_grad():
+        loss = loss_fn(out, target)
+    (error,) = torch.autograd.grad(loss, out)
+    return loss.detach(), error
+
+
+def _cross_entropy_and_error(
+    logits: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy of ``logits`` ``(batch, n_classes)`` and its gradient, via aten's
+    forward and backward kernels of ``log_softmax`` and ``nll_loss`` (what autograd calls)."""
+    aten = torch.ops.aten
+    mean, no_ignored_class = 1, -100  # torch's reduction code for "mean"; F.nll_loss's default
+    log_p = torch.log_softmax(logits, dim=1)
+    loss, total_weight = aten.nll_loss_forward(log_p, target, None, mean, no_ignored_class)
+    seed = torch.ones((), dtype=log_p.dtype, device=log_p.device)
+    grad_log_p = aten.nll_loss_backward(
+        seed, log_p, target, None, mean, no_ignored_class, total_weight
+    )
+    return loss, aten._log_softmax_backward_data(grad_log_p, log_p, 1, log_p.dtype)
+
+
 class LearningRule(ABC):
     """Computes weight gradients for a model, leaving them in ``param.grad`` like ``backward()``.
 

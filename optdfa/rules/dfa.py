@@ -4,7 +4,8 @@ One step:
 
 1. forward the batch; every :class:`FeedbackPoint` records its input ``h_l`` (which carries the
    local graph back to the previous point) and passes a detached copy on;
-2. ``e = ∂L/∂ŷ``, shape ``(batch, n_out)`` — the true error at the output;
+2. ``e = ∂L/∂ŷ``, shape ``(batch, n_out)`` — the true error at the output (for cross-entropy
+   from autograd's own kernels without starting the engine: :func:`~optdfa.rules.base.loss_and_error`);
 3. one projection ``e·B`` through the feedback backend, shape ``(batch, n_feedback)``, split into
    the per-point blocks ``e·B_l`` (see :class:`FeedbackLayout`);
 4. a single ``torch.autograd.backward`` over ``[ŷ, h_1, …]`` with gradients ``[e, e·B_1, …]``.
@@ -32,7 +33,7 @@ from torch import nn
 
 from optdfa.backends import FeedbackBackend, FeedbackLayout, create_backend
 from optdfa.errors import OptdfaError
-from optdfa.rules.base import LearningRule, LossFn, StepResult
+from optdfa.rules.base import LearningRule, LossFn, StepResult, loss_and_error
 from optdfa.rules.feedback_point import FeedbackRecorder, feedback_points
 from optdfa.seeding import derive_seed
 
@@ -115,17 +116,13 @@ class DirectFeedbackAlignment(LearningRule):
             output = model(x)
         finally:
             points, taps = self._recorder.stop()
-        if len(points) != len(self._points) or any(
-            a is not b for a, b in zip(points, self._points, strict=True)
-        ):
+        if points != self._points:  # modules compare by identity
             raise OptdfaError(
                 "the model visited its feedback points in a different order than at attach()"
             )
-        loss = loss_fn(output, target)
+        loss, error = loss_and_error(loss_fn, output, target)
         if not torch.isfinite(loss):  # diverged: nothing sensible to project; the caller stops
-            return StepResult(loss.detach(), output.detach())
-        (error,) = torch.autograd.grad(loss, output, retain_graph=True)
-        error = error.detach()
+            return StepResult(loss, output.detach())
         if self.clip_error is not None:
             n = error.shape[0]
             error = _clip_rows(error * n, self.clip_error) / n
@@ -147,7 +144,7 @@ class DirectFeedbackAlignment(LearningRule):
                 tensors.append(tap)
                 grads.append(block)
         torch.autograd.backward(tensors, grads)
-        return StepResult(loss.detach(), output.detach())
+        return StepResult(loss, output.detach())
 
     def describe(self) -> dict[str, Any]:
         return {
