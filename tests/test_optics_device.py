@@ -156,16 +156,17 @@ def test_same_seeds_same_outputs_and_state_resume():
     first = a.transform(frames)
     a.load_state_dict(state)
     assert torch.equal(a.transform(frames), first)
-    # the noise streams run in parallel threads or not: same numbers
-    torch.set_num_threads(1)
-    d = SimulatedOPU(p, 64, 500, seed=9, mirrors=m)
-    torch.set_num_threads(2)
-    e = SimulatedOPU(p, 64, 500, seed=9, mirrors=m)
-    torch.set_num_threads(1)
+    # one thread or two (torch's parallel streams in threads or not, the quantile lookup
+    # split or not): same numbers
     x = _frames(200, 64, seed=7)
-    out_one = d.transform(x)
-    torch.set_num_threads(2)
-    assert torch.equal(out_one, e.transform(x))
+    for method in ("quantile", "torch"):
+        torch.set_num_threads(1)
+        d = SimulatedOPU(p, 64, 500, seed=9, mirrors=m, noise_generator=method)
+        out_one = d.transform(x)
+        torch.set_num_threads(2)
+        e = SimulatedOPU(p, 64, 500, seed=9, mirrors=m, noise_generator=method)
+        assert torch.equal(out_one, e.transform(x))
+        assert d.describe()["noise_generator"] == method
 
 
 def test_power_jitter_and_medium_drift():

@@ -34,8 +34,9 @@ and ``frames × frame_time_s`` of the profile in simulation (modelled); ``energy
 ``device_seconds × power_w`` of the profile.
 
 Options: ``simulated``, ``noise``, ``linear``, ``profile``, ``overrides``, ``config_file``,
-``retries`` (bounded retries of a busy or failing device, default 3) and ``retry_delay_s``
-(first back-off, doubled at each retry; default 1).
+``retries`` (bounded retries of a busy or failing device, default 3), ``retry_delay_s``
+(first back-off, doubled at each retry; default 1) and, with ``noise``, ``noise_generator``
+(``quantile`` or ``torch``, see :mod:`optdfa.optics.noise`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from optdfa.integrations.lightonml_compat import (
     installed_version,
 )
 from optdfa.optics.decoders import unique_frames
+from optdfa.optics.noise import NOISE_METHODS
 from optdfa.optics.profile import OpuProfile
 from optdfa.seeding import derive_seed
 
@@ -88,6 +90,7 @@ def make_device(
     seed: int,
     simulated: bool,
     noise: bool,
+    noise_generator: str = "quantile",
     config_file: str = "",
     retries: int = 3,
     retry_delay_s: float = 1.0,
@@ -107,7 +110,9 @@ def make_device(
     if simulated and noise:
         from optdfa.integrations.lightonml import SimulatedOpuDevice
 
-        device = SimulatedOpuDevice(profile, seed=seed, output="dn")  # raw codes, as on hardware
+        device = SimulatedOpuDevice(  # raw codes, as on hardware
+            profile, seed=seed, output="dn", noise_generator=noise_generator
+        )
     elif simulated:
         from lightonml.internal.simulated_device import SimulatedOpuDevice as LightonSim
 
@@ -401,6 +406,7 @@ class LightonmlBackend(OpticalBackend):
         "config_file",
         "retries",
         "retry_delay_s",
+        "noise_generator",
     )
     PROFILE_TYPES = (str, OpuProfile)
     #: lightonml takes numpy arrays: encoding and decoding run on the CPU
@@ -421,6 +427,18 @@ class LightonmlBackend(OpticalBackend):
                 "backend 'lightonml': option noise=true adds optdfa's camera to lightonml's "
                 "simulator; it needs simulated=true (--lightonml-simulated)"
             )
+        noise_generator = options.get("noise_generator", "quantile")
+        if noise_generator not in NOISE_METHODS:
+            raise OptdfaError(
+                f"backend 'lightonml': unknown noise_generator {noise_generator!r}; valid: "
+                f"{', '.join(NOISE_METHODS)}"
+            )
+        if "noise_generator" in options and not self.noise:
+            raise OptdfaError(
+                "backend 'lightonml': noise_generator chooses the generator of optdfa's camera "
+                "noise; it needs noise=true"
+            )
+        self.noise_generator = noise_generator
         config_file = options.get("config_file", "")
         if not isinstance(config_file, str):
             raise OptdfaError(
@@ -466,6 +484,7 @@ class LightonmlBackend(OpticalBackend):
             seed=seed,
             simulated=self.simulated,
             noise=self.noise,
+            noise_generator=self.noise_generator,
             config_file=self.config_file,
             retries=self.retries,
             retry_delay_s=self.retry_delay_s,

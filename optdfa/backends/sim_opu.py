@@ -16,7 +16,10 @@ device noise (``docs/privacy.md``).
 
 Options: ``profile`` (a name from :func:`~optdfa.optics.profile.available_profiles` or a TOML
 path; default ``lighton-aurora``), ``overrides`` (profile fields to change),
-``dense_budget_mb`` (largest dense copy of ``H``) and ``noise_streams``.
+``dense_budget_mb`` (largest dense copy of ``H``), ``noise_generator`` (``quantile``, the
+default, or ``torch``: the generator of optdfa before 2026-11-27, see
+:mod:`optdfa.optics.noise`) and ``noise_streams`` (parallel streams of the ``torch`` generator,
+default 2).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from optdfa.errors import OptdfaError
 from optdfa.optics.decoders import LinearDecoder
 from optdfa.optics.device import SimulatedOPU
 from optdfa.optics.medium import DEFAULT_DENSE_BUDGET
+from optdfa.optics.noise import NOISE_METHODS
 
 
 class SimOpuBackend(OpticalBackend):
@@ -39,7 +43,7 @@ class SimOpuBackend(OpticalBackend):
     name = "sim-opu"
     #: an error bound fixes the encoding scale and shows every frame (photonic DP)
     private_encoding = True
-    OPTIONS = ("profile", "overrides", "dense_budget_mb", "noise_streams")
+    OPTIONS = ("profile", "overrides", "dense_budget_mb", "noise_generator", "noise_streams")
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -49,16 +53,29 @@ class SimOpuBackend(OpticalBackend):
 
     def _read_options(self, options: dict[str, Any]) -> None:
         budget = options.get("dense_budget_mb", DEFAULT_DENSE_BUDGET / 2**20)
-        streams = options.get("noise_streams", 2)
+        method = options.get("noise_generator", "quantile")
+        streams = options.get("noise_streams")
         if not (isinstance(budget, (int, float)) and not isinstance(budget, bool) and budget >= 0):
             raise OptdfaError(
                 f"backend 'sim-opu': dense_budget_mb must be a non-negative number, got {budget!r}"
             )
-        if not (isinstance(streams, int) and not isinstance(streams, bool) and streams >= 1):
+        if method not in NOISE_METHODS:
+            raise OptdfaError(
+                f"backend 'sim-opu': unknown noise_generator {method!r}; valid: "
+                f"{', '.join(NOISE_METHODS)}"
+            )
+        if streams is not None and not (
+            isinstance(streams, int) and not isinstance(streams, bool) and streams >= 1
+        ):
             raise OptdfaError(
                 f"backend 'sim-opu': noise_streams must be a positive integer, got {streams!r}"
             )
+        if streams is not None and method != "torch":
+            raise OptdfaError(
+                "backend 'sim-opu': noise_streams applies to noise_generator=torch only"
+            )
         self.dense_budget_bytes = int(budget * 2**20)
+        self.noise_generator = method
         self.noise_streams = streams
 
     # -- hooks of the optical pipeline -----------------------------------------------------------
@@ -82,6 +99,7 @@ class SimOpuBackend(OpticalBackend):
             mirrors=[self.signal_mirrors] * n_err + [self.reference_mirrors],
             device=device,
             dense_budget_bytes=self.dense_budget_bytes,
+            noise_generator=self.noise_generator,
             noise_streams=self.noise_streams,
         )
         return self._profile_decoder(

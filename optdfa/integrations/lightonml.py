@@ -78,6 +78,8 @@ class SimulatedOpuDevice(_LightonmlSimulatedDevice):
             jitter, DMD size and timing).
         seed: defines ``R`` (lightonml's generator, seeded ``derive_seed(seed) mod 2³²``).
         noise_seed: seed of the camera/laser noise and of the drift (default from ``seed``).
+        noise_generator: ``"quantile"`` (default) or ``"torch"`` (the generator of optdfa
+            before 2026-11-27; see :mod:`optdfa.optics.noise`).
         output: ``"intensity"`` (lightonml's units, float32) or ``"dn"`` (raw camera codes).
         mirrors_per_feature: DMD mirrors per feature (default ``dmd_mirrors // n_features``).
         anchor_fraction: anchor intensity of ``linear_transform`` as a fraction of the features'
@@ -92,6 +94,7 @@ class SimulatedOpuDevice(_LightonmlSimulatedDevice):
         camera: Camera | None = None,
         seed: int = 0,
         noise_seed: int | None = None,
+        noise_generator: str = "quantile",
         output: str = "intensity",
         mirrors_per_feature: int | None = None,
         anchor_fraction: float | None = None,
@@ -116,7 +119,8 @@ class SimulatedOpuDevice(_LightonmlSimulatedDevice):
         self.mirrors_per_feature = mirrors_per_feature
         self.anchor_fraction = float(anchor)
         self.base_camera = camera if camera is not None else Camera.from_profile(self.profile)
-        self.noise = NoiseSource(int(self.noise_seed), "cpu", streams=1)
+        self.noise_generator = noise_generator
+        self.noise = NoiseSource(int(self.noise_seed), "cpu", streams=1, method=noise_generator)
         self.drift_generator = torch.Generator()
         self.drift_generator.manual_seed(derive_seed(int(self.noise_seed), "opu-drift"))
         self._drift_buffer: torch.Tensor | None = None
@@ -331,7 +335,11 @@ class SimulatedOpuDevice(_LightonmlSimulatedDevice):
     def __setstate__(self, state: dict[str, Any]) -> None:
         own = state.pop("optdfa_state")
         self.__dict__.update(state)
-        self.noise = NoiseSource(int(self.noise_seed), "cpu", streams=1)
+        # devices pickled before the quantile generator existed drew with torch's
+        self.noise_generator = state.get("noise_generator", "torch")
+        self.noise = NoiseSource(
+            int(self.noise_seed), "cpu", streams=1, method=self.noise_generator
+        )
         self.drift_generator = torch.Generator()
         self._drift_buffer = None
         self._random_matrix = None

@@ -38,31 +38,20 @@ import torch
 
 from optdfa.errors import OptdfaError
 from optdfa.optics.device import OpticalDevice, transform_into
+from optdfa.optics.dmd import MAX_PACKED_INPUTS, bit_weights, frame_keys
 from optdfa.optics.workspace import Workspace
 
 #: pixel normalisation never divides by less than this share of the mean reference intensity
 PIXEL_FLOOR = 0.01
 
 
-_WEIGHTS: dict[tuple[int, str], torch.Tensor] = {}
-
-
-def _bit_weights(k: int, device: torch.device) -> torch.Tensor:
-    key = (k, str(device))
-    if key not in _WEIGHTS:
-        _WEIGHTS[key] = 2 ** torch.arange(k, device=device, dtype=torch.int64)
-    return _WEIGHTS[key]
-
-
 def unique_frames(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Distinct rows of bool ``(n, k)`` frames and, per frame, the index of its distinct row."""
     k = frames.shape[1]
-    if k <= 62:
+    if k <= MAX_PACKED_INPUTS:
         # pack each frame into an int64 key; the distinct keys unpack into the distinct frames
-        weights = _bit_weights(k, frames.device)
-        keys = (frames.to(torch.int64) * weights).sum(dim=1)  # (int matmul: not on CUDA)
-        distinct_keys, inverse = torch.unique(keys, return_inverse=True)
-        return (distinct_keys[:, None] & weights) != 0, inverse
+        distinct_keys, inverse = torch.unique(frame_keys(frames), return_inverse=True)
+        return (distinct_keys[:, None] & bit_weights(k, frames.device)) != 0, inverse
     uniq, inverse = torch.unique(frames, dim=0, return_inverse=True)
     return uniq, inverse
 

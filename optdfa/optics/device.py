@@ -22,7 +22,7 @@ import torch
 
 from optdfa.errors import OptdfaError
 from optdfa.optics.camera import Camera
-from optdfa.optics.dmd import DMD
+from optdfa.optics.dmd import DMD, frame_keys
 from optdfa.optics.medium import (
     DEFAULT_DENSE_BUDGET,
     FIELD_PER_LSB,
@@ -35,6 +35,8 @@ from optdfa.seeding import derive_seed
 
 #: inputs up to which the field is a float32 product with a cached, mirror-weighted matrix
 _FLOAT_PATH_MAX_INPUTS = 64
+#: largest table of the fields of every possible frame (float32 re, im; see ``_intensity_table``)
+FIELD_TABLE_MAX_BYTES = 64 * 2**20
 
 
 @runtime_checkable
@@ -70,7 +72,8 @@ class SimulatedOPU:
         dense_budget_bytes: largest dense copy of ``H`` kept in memory (else streamed).
         workers: threads that generate ``H`` when streaming.
         camera: a custom :class:`Camera` (default: the profile's six stages).
-        noise_streams: parallel random streams of the noise (see :class:`NoiseSource`).
+        noise_generator: ``"quantile"`` (default) or ``"torch"`` (see :class:`NoiseSource`).
+        noise_streams: parallel torch generators of the ``"torch"`` noise generator (default 2).
     """
 
     def __init__(
@@ -86,7 +89,8 @@ class SimulatedOPU:
         dense_budget_bytes: int = DEFAULT_DENSE_BUDGET,
         workers: int | None = None,
         camera: Camera | None = None,
-        noise_streams: int = 2,
+        noise_generator: str = "quantile",
+        noise_streams: int | None = None,
     ) -> None:
         self.profile = profile
         self.dmd = DMD(profile.dmd_rows, profile.dmd_cols)
@@ -122,11 +126,14 @@ class SimulatedOPU:
         self.camera = camera if camera is not None else Camera.from_profile(profile)
         noise_seed = derive_seed(self.seed, "opu-noise") if noise_seed is None else noise_seed
         #: the camera and laser noise streams
-        self.noise = NoiseSource(int(noise_seed), self.device, streams=noise_streams)
+        self.noise = NoiseSource(
+            int(noise_seed), self.device, streams=noise_streams, method=noise_generator
+        )
         self.drift_generator = torch.Generator(device=self.device)
         self.drift_generator.manual_seed(derive_seed(int(noise_seed), "opu-drift"))
         self.workspace = Workspace(self.device)
         self._weighted: torch.Tensor | None = None  # (n_in, 2*n_out) float32 field units
+        self._intensities: torch.Tensor | None = None  # (2**n_in, n_out), see _intensity_table
         self._drifting: torch.Tensor | None = None  # same layout, evolving with drift
         self.frames = 0
 
@@ -156,6 +163,34 @@ class SimulatedOPU:
             amp = (self.mirrors.sqrt() * FIELD_PER_LSB).to(torch.float32).to(self.device)
             self._weighted = (q * amp[:, None, None]).reshape(self.n_in, 2 * self.n_out)
         return self._weighted
+
+    def _intensity_table(self) -> torch.Tensor | None:
+        """``|Hx|²`` of every possible frame ``x``, row ``Σ_k x_k 2^k``: ``(2**n_in, n_out)``.
+
+        Only for a static medium whose fields table fits :data:`FIELD_TABLE_MAX_BYTES` (a few
+        inputs: the error entries of a classifier plus the reference); else ``None``. Each
+        field is the sum of its frame's columns of the weighted matrix accumulated in input
+        order — the float32 value the frame-by-matrix product gives — built by doubling: the
+        frames whose highest input is ``k`` are the frames below ``2^k`` plus column ``k``.
+        """
+        if self._intensities is not None:
+            return self._intensities
+        fits = (2**self.n_in) * 2 * self.n_out * 4 <= FIELD_TABLE_MAX_BYTES
+        if (
+            self.drifts
+            or not fits
+            or self.n_in > _FLOAT_PATH_MAX_INPUTS
+            or not self.medium.fits_dense
+        ):
+            return None
+        weighted = self._weighted_matrix()
+        fields = torch.zeros(2**self.n_in, 2 * self.n_out, device=self.device)
+        for k in range(self.n_in):
+            torch.add(fields[: 2**k], weighted[k], out=fields[2**k : 2 ** (k + 1)])
+        f = fields.view(-1, 2, self.n_out)
+        table = torch.mul(f[:, 0], f[:, 0])
+        self._intensities = table.addcmul_(f[:, 1], f[:, 1])
+        return self._intensities
 
     def _field_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
         """Field ``(n, 2, n_out)`` (re, im) of binary frames, and a scale it still needs.
@@ -231,10 +266,15 @@ class SimulatedOPU:
             raise ValueError(
                 f"out must be a contiguous float32 tensor of shape ({n}, {self.n_out})"
             )
-        f, scale = self._field_parts(x)
-        re, im = f[:, 0], f[:, 1]
-        torch.mul(re, re, out=out)
-        out.addcmul_(im, im)
+        table = self._intensity_table()
+        if table is not None:
+            torch.index_select(table, 0, frame_keys(x), out=out)
+            scale = 1.0
+        else:
+            f, scale = self._field_parts(x)
+            re, im = f[:, 0], f[:, 1]
+            torch.mul(re, re, out=out)
+            out.addcmul_(im, im)
         gain: float | torch.Tensor = scale * scale
         if self.profile.power_jitter > 0:  # one laser power factor per frame
             z = self.noise.normal_(torch.empty(n, 1, device=self.device))
@@ -252,6 +292,9 @@ class SimulatedOPU:
             "mirrors_per_input": sorted({int(m) for m in self.mirrors.tolist()}),
             "medium": "dense" if self.medium.fits_dense else "streamed",
             "camera_output": self.camera.output_unit,
+            "intensity_table": self._intensity_table() is not None,
+            "noise_generator": self.noise.method,
+            "noise_streams": self.noise.streams,
             "output_per_intensity": self.camera.output_per_intensity,
         }
 

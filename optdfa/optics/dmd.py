@@ -77,3 +77,24 @@ class DMD:
                 )
             frames = frames.bool()
         return frames
+
+
+#: frames of at most this many inputs pack into one int64 key (:func:`frame_keys`)
+MAX_PACKED_INPUTS = 62
+_WEIGHTS: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def bit_weights(k: int, device: torch.device) -> torch.Tensor:
+    """``2**i`` for input ``i < k``, int64 ``(k,)`` on ``device`` (cached)."""
+    key = (k, str(device))
+    if key not in _WEIGHTS:
+        _WEIGHTS[key] = 2 ** torch.arange(k, device=device, dtype=torch.int64)
+    return _WEIGHTS[key]
+
+
+def frame_keys(frames: torch.Tensor) -> torch.Tensor:
+    """Each bool frame of ``(n, k)`` (``k ≤ 62``) as the integer ``Σ_i x_i 2^i``, int64 ``(n,)``."""
+    k = frames.shape[1]
+    if k > MAX_PACKED_INPUTS:
+        raise ValueError(f"frames of {k} inputs do not pack into an int64 key")
+    return (frames.to(torch.int64) * bit_weights(k, frames.device)).sum(dim=1)
