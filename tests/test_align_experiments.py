@@ -42,7 +42,8 @@ def test_two_phases_quick_with_the_optics_on(tmp_path):
     argv = ["--quick", "--seeds", "1", "--out", str(tmp_path)]
     noisy = two_phases.main([*argv, "--backend", "sim-opu", "--profile", "noisy-lab"])
     assert _files(tmp_path, "atm-two-phases-sim-opu-noisy-lab")["settings"]["backend_options"] == {
-        "profile": "noisy-lab"
+        "profile": "noisy-lab",
+        "noise_generator": "torch",  # the documented results' generator
     }
     digital = two_phases.main(argv)
     run = noisy["runs"]["dfa"][0]
