@@ -283,3 +283,71 @@ def test_output_error_equals_autograd_bit_for_bit(dtype, batch):
             got_loss, got_error = loss_and_error(loss_fn, out, target)
             assert torch.equal(got_loss, loss.detach()) and torch.equal(got_error, expected)
             assert not got_error.requires_grad and out.grad is None
+
+
+def _generic_and_chain_grads(model_fn, x, y, *, prepare=None, steps=1):
+    """Gradients of ``steps`` DFA gradient computations (no zeroing in between) through the
+    generic autograd path and through the dense chain, on two copies of one model."""
+    grads = []
+    for use_chain in (False, True):
+        model = model_fn()
+        if prepare is not None:
+            prepare(model)
+        rule = DirectFeedbackAlignment("digital", seed=3)
+        rule.attach(model, x)
+        assert rule._chain is not None
+        if not use_chain:
+            rule._chain = None
+        for _ in range(steps):
+            rule.compute_gradients(x, y, cross_entropy)
+        grads.append([None if p.grad is None else p.grad.clone() for p in model.parameters()])
+    return grads
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_dense_chain_gradients_equal_the_autograd_path_bit_for_bit(activation):
+    from optdfa.models import build_model
+    from optdfa.seeding import torch_generator
+
+    def make():
+        return build_model(
+            "mlp",
+            (1, 8, 8),
+            10,
+            hidden=[300, 200, 100],
+            activation=activation,
+            generator=torch_generator(4, "init"),
+        )
+
+    gen = torch.Generator().manual_seed(5)
+    x, y = torch.randn(64, 1, 8, 8, generator=gen), torch.randint(0, 10, (64,), generator=gen)
+    generic, chain = _generic_and_chain_grads(make, x, y, steps=2)  # 2: accumulation too
+    assert all(torch.equal(a, b) for a, b in zip(generic, chain, strict=True))
+
+    def freeze_first(model):
+        model[1].weight.requires_grad_(False)
+
+    generic, chain = _generic_and_chain_grads(make, x, y, prepare=freeze_first)
+    assert generic[0] is None and chain[0] is None
+    assert all(torch.equal(a, b) for a, b in zip(generic[1:], chain[1:], strict=True))
+
+
+def test_dense_chain_only_for_plain_mlps_without_hooks():
+    from optdfa.rules.dense_chain import DenseChain
+
+    assert DenseChain.match(_tiny_mlp()) is not None
+    assert DenseChain.match(_tiny_cnn(True)) is None
+    odd = nn.Sequential(nn.Linear(5, 4), nn.Sigmoid(), FeedbackPoint(), nn.Linear(4, 2))
+    assert DenseChain.match(odd) is None  # an activation it does not know: generic path
+    model = _tiny_mlp()
+    x, y = _batch((3, 5))
+    rule = DirectFeedbackAlignment("digital", seed=0)
+    rule.attach(model, x)
+    assert rule._chain.applies()
+    seen = []
+    handle = model[3].register_forward_hook(lambda m, a, out: seen.append(out.shape))
+    assert not rule._chain.applies()
+    rule.compute_gradients(x, y, cross_entropy)
+    assert seen == [(3, 3)]  # the generic path ran the module, so its hook saw it
+    handle.remove()
+    assert rule._chain.applies()

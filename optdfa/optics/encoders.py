@@ -58,8 +58,8 @@ class Encoding:
     def combine_indexed(self, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """As :meth:`combine`, frame ``(b, p)``'s projection being ``table[index[b·planes + p]]``."""
         index = index.view(-1, self.planes)
-        rest = [table[index[:, p]] for p in range(1, self.planes)]
-        return self._combine(table[index[:, 0]], rest)
+        rows = [table.index_select(0, index[:, p]) for p in range(self.planes)]
+        return self._combine(rows[0], rows[1:])
 
     def _combine(self, first: torch.Tensor, rest: list[torch.Tensor]) -> torch.Tensor:
         """``scale ⊙ Σ_p w_p plane_p``, accumulated into ``first`` (a tensor the caller owns)."""

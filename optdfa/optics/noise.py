@@ -43,8 +43,6 @@ QUANTILE_BITS = 16
 
 #: ``"torch"`` method: tensors smaller than this are drawn from the first stream only
 _PARALLEL_MIN = 1 << 16
-#: ``"quantile"`` method: smaller draws are looked up by numpy on CPU
-_SMALL_LOOKUP = 1 << 12
 _POOL: ThreadPoolExecutor | None = None
 _TABLES: dict[torch.device, torch.Tensor] = {}
 
@@ -54,10 +52,6 @@ def _pool() -> ThreadPoolExecutor:
     if _POOL is None:
         _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="optdfa-noise")
     return _POOL
-
-
-def _numpy_table() -> np.ndarray:
-    return quantile_table("cpu").numpy()
 
 
 def quantile_table(device: torch.device | str = "cpu") -> torch.Tensor:
@@ -156,9 +150,6 @@ class NoiseSource:
         per_word = 64 // QUANTILE_BITS
         words = self._bits.bit_generator.random_raw((n + per_word - 1) // per_word)
         codes = words.view(np.uint16)[:n]  # little-endian 16-bit cuts
-        if n < _SMALL_LOOKUP and self.device.type == "cpu":  # fewer dispatches for a few draws
-            out.view(-1).copy_(torch.from_numpy(_numpy_table()[codes]))
-            return out
         codes = torch.from_numpy(codes)
         if self._index is None or self._index.numel() < n:
             self._index = torch.empty(n, dtype=torch.int32, device=self.device)

@@ -34,6 +34,7 @@ from torch import nn
 from optdfa.backends import FeedbackBackend, FeedbackLayout, create_backend
 from optdfa.errors import OptdfaError
 from optdfa.rules.base import LearningRule, LossFn, StepResult, loss_and_error
+from optdfa.rules.dense_chain import DenseChain
 from optdfa.rules.feedback_point import FeedbackRecorder, feedback_points
 from optdfa.seeding import derive_seed
 
@@ -71,6 +72,7 @@ class DirectFeedbackAlignment(LearningRule):
         self.layout: FeedbackLayout | None = None
         self._recorder = FeedbackRecorder()
         self._points: list = []
+        self._chain: DenseChain | None = None
         #: the last step's output error ``(batch, n_out)`` and feedback ``(batch, n_feedback)``
         self.last_error: torch.Tensor | None = None
         self.last_feedback: torch.Tensor | None = None
@@ -97,6 +99,7 @@ class DirectFeedbackAlignment(LearningRule):
                 f"dfa needs a model output of shape (batch, n_out), got {tuple(output.shape)}"
             )
         self._points = points
+        self._chain = DenseChain.match(model)
         shapes = [(names[id(p)], tuple(t.shape[1:])) for p, t in zip(points, tensors, strict=True)]
         self.layout = FeedbackLayout.from_shapes(output.shape[1], shapes)
         param = next(model.parameters())
@@ -111,6 +114,9 @@ class DirectFeedbackAlignment(LearningRule):
         self, x: torch.Tensor, target: torch.Tensor, loss_fn: LossFn
     ) -> StepResult:
         model = self._model()
+        chain = self._chain
+        if chain is not None and self.clip_activation is None and chain.applies():
+            return self._chain_gradients(chain, x, target, loss_fn)
         self._recorder.start(detach=True)
         try:
             output = model(x)
@@ -123,13 +129,7 @@ class DirectFeedbackAlignment(LearningRule):
         loss, error = loss_and_error(loss_fn, output, target)
         if not torch.isfinite(loss):  # diverged: nothing sensible to project; the caller stops
             return StepResult(loss, output.detach())
-        if self.clip_error is not None:
-            n = error.shape[0]
-            error = _clip_rows(error * n, self.clip_error) / n
-            self.backend.set_error_bound(self.clip_error / n)
-        feedback = self.backend.project(error)
-        self.last_error, self.last_feedback = error, feedback
-        blocks = self.layout.split(feedback)
+        error, blocks = self._project(error)
         output_grad = error
         if self.clip_activation is not None:
             inputs = [x, *(t.detach() for t in taps)]
@@ -145,6 +145,29 @@ class DirectFeedbackAlignment(LearningRule):
                 grads.append(block)
         torch.autograd.backward(tensors, grads)
         return StepResult(loss, output.detach())
+
+    def _project(self, error: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The feedback ``(batch, n_feedback)`` of ``error`` (clipped first if asked) and its
+        per-point blocks; returns the error actually projected."""
+        if self.clip_error is not None:
+            n = error.shape[0]
+            error = _clip_rows(error * n, self.clip_error) / n
+            self.backend.set_error_bound(self.clip_error / n)
+        feedback = self.backend.project(error)
+        self.last_error, self.last_feedback = error, feedback
+        return error, self.layout.split(feedback)
+
+    def _chain_gradients(
+        self, chain: DenseChain, x: torch.Tensor, target: torch.Tensor, loss_fn: LossFn
+    ) -> StepResult:
+        """The same step for a plain MLP, without autograd (:mod:`~optdfa.rules.dense_chain`)."""
+        output, inputs = chain.forward(x)
+        loss, error = loss_and_error(loss_fn, output, target)
+        if not torch.isfinite(loss):
+            return StepResult(loss, output)
+        error, blocks = self._project(error)
+        chain.accumulate_gradients(inputs, blocks, error)
+        return StepResult(loss, output)
 
     def describe(self) -> dict[str, Any]:
         return {
