@@ -11,8 +11,8 @@ generators (``method``):
     distance); the draws are symmetric (mean exactly 0), their variance is 1 − 2·10⁻⁵, and they
     stay within ±4.32 (the 2⁻¹⁷ tail beyond is drawn as 4.32). After the camera's ADC these
     differences are far below the normal approximation of Poisson shot noise (see
-    :mod:`optdfa.optics.camera`). About 3× faster than ``"torch"`` on a CPU, where drawing the
-    camera noise is the simulator's largest cost.
+    :mod:`optdfa.optics.camera`). About twice as fast as ``"torch"`` on a CPU, where drawing
+    the camera noise is the simulator's largest cost.
 ``"torch"``
     ``torch.Tensor.normal_`` (Box–Muller on the Mersenne twister on CPU) from ``streams``
     generators: a large tensor is cut into as many contiguous slices, slice ``i`` drawn from
