@@ -71,13 +71,15 @@ def test_torch_generator_keeps_the_stream_of_earlier_versions():
 
 
 def test_bad_noise_options_are_rejected():
-    with pytest.raises(OptdfaError, match="unknown noise generator 'box'"):
+    with pytest.raises(OptdfaError, match="unknown noise_generator 'box'; valid: quantile, torch"):
         NoiseSource(1, method="box")
-    with pytest.raises(OptdfaError, match="noise streams apply to the 'torch' noise generator"):
+    with pytest.raises(OptdfaError, match="noise_streams applies to noise_generator=torch only"):
         NoiseSource(1, streams=2)
     with pytest.raises(ValueError, match="not one of the 'quantile' noise generator"):
         NoiseSource(1).set_state(NoiseSource(1, method="torch").get_state())
-    with pytest.raises(OptdfaError, match="noise_streams applies to noise_generator=torch only"):
+    with pytest.raises(
+        OptdfaError, match="backend 'sim-opu': noise_streams applies to noise_generator=torch only"
+    ):
         create_backend("sim-opu", noise_streams=2)
     with pytest.raises(OptdfaError, match="unknown noise_generator 'fast'; valid: quantile, torch"):
         create_backend("sim-opu", noise_generator="fast")

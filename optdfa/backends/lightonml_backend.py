@@ -59,7 +59,7 @@ from optdfa.integrations.lightonml_compat import (
     installed_version,
 )
 from optdfa.optics.decoders import unique_frames
-from optdfa.optics.noise import NOISE_METHODS
+from optdfa.optics.noise import check_noise_options
 from optdfa.optics.profile import OpuProfile
 from optdfa.seeding import derive_seed
 
@@ -428,11 +428,10 @@ class LightonmlBackend(OpticalBackend):
                 "simulator; it needs simulated=true (--lightonml-simulated)"
             )
         noise_generator = options.get("noise_generator", "quantile")
-        if noise_generator not in NOISE_METHODS:
-            raise OptdfaError(
-                f"backend 'lightonml': unknown noise_generator {noise_generator!r}; valid: "
-                f"{', '.join(NOISE_METHODS)}"
-            )
+        try:
+            check_noise_options(noise_generator, None)
+        except OptdfaError as err:
+            raise OptdfaError(f"backend 'lightonml': {err}") from None
         if "noise_generator" in options and not self.noise:
             raise OptdfaError(
                 "backend 'lightonml': noise_generator chooses the generator of optdfa's camera "

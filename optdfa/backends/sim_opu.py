@@ -34,7 +34,7 @@ from optdfa.errors import OptdfaError
 from optdfa.optics.decoders import LinearDecoder
 from optdfa.optics.device import SimulatedOPU
 from optdfa.optics.medium import DEFAULT_DENSE_BUDGET
-from optdfa.optics.noise import NOISE_METHODS
+from optdfa.optics.noise import check_noise_options
 
 
 class SimOpuBackend(OpticalBackend):
@@ -59,21 +59,10 @@ class SimOpuBackend(OpticalBackend):
             raise OptdfaError(
                 f"backend 'sim-opu': dense_budget_mb must be a non-negative number, got {budget!r}"
             )
-        if method not in NOISE_METHODS:
-            raise OptdfaError(
-                f"backend 'sim-opu': unknown noise_generator {method!r}; valid: "
-                f"{', '.join(NOISE_METHODS)}"
-            )
-        if streams is not None and not (
-            isinstance(streams, int) and not isinstance(streams, bool) and streams >= 1
-        ):
-            raise OptdfaError(
-                f"backend 'sim-opu': noise_streams must be a positive integer, got {streams!r}"
-            )
-        if streams is not None and method != "torch":
-            raise OptdfaError(
-                "backend 'sim-opu': noise_streams applies to noise_generator=torch only"
-            )
+        try:
+            check_noise_options(method, streams)
+        except OptdfaError as err:
+            raise OptdfaError(f"backend 'sim-opu': {err}") from None
         self.dense_budget_bytes = int(budget * 2**20)
         self.noise_generator = method
         self.noise_streams = streams

@@ -51,6 +51,13 @@ class OpticalDevice(Protocol):
         ...
 
 
+def _squared_modulus(f: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``re² + im²`` of fields ``(n, 2, n_out)`` (re, im), float32 ``(n, n_out)``."""
+    re, im = f[:, 0], f[:, 1]
+    out = torch.mul(re, re) if out is None else torch.mul(re, re, out=out)
+    return out.addcmul_(im, im)
+
+
 def transform_into(device: OpticalDevice, frames: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """``device.transform(frames)``, written into ``out`` when the device supports it."""
     if getattr(device, "accepts_out", False):
@@ -187,9 +194,7 @@ class SimulatedOPU:
         fields = torch.zeros(2**self.n_in, 2 * self.n_out, device=self.device)
         for k in range(self.n_in):
             torch.add(fields[: 2**k], weighted[k], out=fields[2**k : 2 ** (k + 1)])
-        f = fields.view(-1, 2, self.n_out)
-        table = torch.mul(f[:, 0], f[:, 0])
-        self._intensities = table.addcmul_(f[:, 1], f[:, 1])
+        self._intensities = _squared_modulus(fields.view(-1, 2, self.n_out))
         return self._intensities
 
     def _field_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -272,9 +277,7 @@ class SimulatedOPU:
             scale = 1.0
         else:
             f, scale = self._field_parts(x)
-            re, im = f[:, 0], f[:, 1]
-            torch.mul(re, re, out=out)
-            out.addcmul_(im, im)
+            _squared_modulus(f, out=out)
         gain: float | torch.Tensor = scale * scale
         if self.profile.power_jitter > 0:  # one laser power factor per frame
             z = self.noise.normal_(torch.empty(n, 1, device=self.device))

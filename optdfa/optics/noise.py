@@ -65,6 +65,21 @@ def quantile_table(device: torch.device | str = "cpu") -> torch.Tensor:
     return table
 
 
+def check_noise_options(method: str, streams: int | None) -> None:
+    """Raise a clear :class:`OptdfaError` for a bad ``noise_generator``/``noise_streams`` pair."""
+    if method not in NOISE_METHODS:
+        raise OptdfaError(f"unknown noise_generator {method!r}; valid: {', '.join(NOISE_METHODS)}")
+    if streams is not None and not (
+        isinstance(streams, int) and not isinstance(streams, bool) and streams >= 1
+    ):
+        raise OptdfaError(f"noise_streams must be a positive integer, got {streams!r}")
+    if method == "quantile" and streams not in (None, 1):
+        raise OptdfaError(
+            "noise_streams applies to noise_generator=torch only (the quantile generator "
+            "draws from one bit stream and looks its normals up in parallel)"
+        )
+
+
 class NoiseSource:
     """Seeded Gaussian (and Poisson) noise on ``device`` (see the module docstring).
 
@@ -83,19 +98,7 @@ class NoiseSource:
         streams: int | None = None,
         method: str = "quantile",
     ) -> None:
-        if method not in NOISE_METHODS:
-            raise OptdfaError(
-                f"unknown noise generator {method!r}; valid: {', '.join(NOISE_METHODS)}"
-            )
-        if streams is not None and not (
-            isinstance(streams, int) and not isinstance(streams, bool) and streams >= 1
-        ):
-            raise OptdfaError(f"noise streams must be a positive integer, got {streams!r}")
-        if method == "quantile" and streams not in (None, 1):
-            raise OptdfaError(
-                "noise streams apply to the 'torch' noise generator only (the 'quantile' one "
-                "draws from one bit stream and looks its normals up in parallel)"
-            )
+        check_noise_options(method, streams)
         self.method = method
         self.device = torch.device(device)
         n_torch = (streams or 2) if method == "torch" else 1

@@ -89,9 +89,12 @@ class DenseChain:
         ):
             return False
         for m in self.modules:
-            if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks:
-                return False
-            if m._backward_pre_hooks:
+            if (
+                m._forward_hooks
+                or m._forward_pre_hooks
+                or m._backward_hooks
+                or m._backward_pre_hooks
+            ):
                 return False
         for lin in self.linears:
             for p in (lin.weight, lin.bias):

@@ -13,6 +13,10 @@ One step:
    quantities: ``δ_l = (e·B_l) ⊙ f'(a_l)`` and ``∂W_l = δ_lᵀ h_{l−1}``; no gradient with respect
    to any layer input is computed. The output layer gets the true error ``e``.
 
+A plain MLP (:class:`~optdfa.rules.dense_chain.DenseChain`) skips the graph altogether: its
+forward keeps each layer's input, and steps 2–4 run the same kernels directly (bit-identical
+gradients, without the graph's fixed cost).
+
 Per-sample clipping (for photonic differential privacy, ``docs/privacy.md``):
 ``clip_error = C`` rescales each sample's error ``n·e_b`` (``n`` the batch size, so ``n·e_b`` is
 the per-sample loss gradient ``∂ℓ_b/∂ŷ_b``) to norm at most ``C`` before the projection, and
@@ -147,8 +151,8 @@ class DirectFeedbackAlignment(LearningRule):
         return StepResult(loss, output.detach())
 
     def _project(self, error: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The feedback ``(batch, n_feedback)`` of ``error`` (clipped first if asked) and its
-        per-point blocks; returns the error actually projected."""
+        """The error actually projected (``error`` clipped first if asked) and the per-point
+        blocks of its feedback ``(batch, n_feedback)``."""
         if self.clip_error is not None:
             n = error.shape[0]
             error = _clip_rows(error * n, self.clip_error) / n
