@@ -141,6 +141,12 @@ class SimulatedOPU:
         self.workspace = Workspace(self.device)
         self._weighted: torch.Tensor | None = None  # (n_in, 2*n_out) float32 field units
         self._intensities: torch.Tensor | None = None  # (2**n_in, n_out), see _intensity_table
+        self._tabulated = (
+            not self.drifts
+            and self.n_in <= _FLOAT_PATH_MAX_INPUTS
+            and (2**self.n_in) * 2 * self.n_out * 4 <= FIELD_TABLE_MAX_BYTES
+            and self.medium.fits_dense
+        )
         self._drifting: torch.Tensor | None = None  # same layout, evolving with drift
         self.frames = 0
 
@@ -177,19 +183,13 @@ class SimulatedOPU:
         Only for a static medium whose fields table fits :data:`FIELD_TABLE_MAX_BYTES` (a few
         inputs: the error entries of a classifier plus the reference); else ``None``. Each
         field is the sum of its frame's columns of the weighted matrix accumulated in input
-        order — the float32 value the frame-by-matrix product gives — built by doubling: the
-        frames whose highest input is ``k`` are the frames below ``2^k`` plus column ``k``.
+        order, built by doubling: the frames whose highest input is ``k`` are the frames below
+        ``2^k`` plus column ``k``. That is the order in which the frame-by-matrix product
+        accumulates; its float32 values are bit-identical to the product's for the shapes
+        tested (a product of other shapes may round a last bit differently).
         """
-        if self._intensities is not None:
+        if self._intensities is not None or not self._tabulated:
             return self._intensities
-        fits = (2**self.n_in) * 2 * self.n_out * 4 <= FIELD_TABLE_MAX_BYTES
-        if (
-            self.drifts
-            or not fits
-            or self.n_in > _FLOAT_PATH_MAX_INPUTS
-            or not self.medium.fits_dense
-        ):
-            return None
         weighted = self._weighted_matrix()
         fields = torch.zeros(2**self.n_in, 2 * self.n_out, device=self.device)
         for k in range(self.n_in):

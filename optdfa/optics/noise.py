@@ -38,7 +38,7 @@ from optdfa.seeding import derive_seed
 
 #: the Gaussian generators of :class:`NoiseSource`
 NOISE_METHODS = ("quantile", "torch")
-#: normals per table lookup: the table has ``2**QUANTILE_BITS`` entries
+#: uniform bits per normal of the quantile generator: its table has ``2**QUANTILE_BITS`` entries
 QUANTILE_BITS = 16
 
 #: ``"torch"`` method: tensors smaller than this are drawn from the first stream only

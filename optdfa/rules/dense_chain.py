@@ -80,7 +80,8 @@ class DenseChain:
         return cls(modules, flatten, linears, activations)
 
     def applies(self) -> bool:
-        """False when a hook (module, parameter or global) would see the generic path only."""
+        """False while a hook (global, on a module or on a parameter) is registered: hooks run
+        on the generic path, which calls the modules and autograd."""
         if (
             nn.modules.module._global_forward_hooks
             or nn.modules.module._global_forward_pre_hooks
