@@ -217,6 +217,10 @@ def test_noisy_simulated_backend_tracks_the_exact_map_and_resumes():
     again = b.project(e)
     b.load_state_dict(state)
     assert torch.equal(b.project(e), again)  # noise, drift and counters restored
+    assert b.describe()["noise_generator"] == "quantile"
+    legacy = _backend(simulated=True, noise=True, noise_generator="torch")
+    assert legacy.device.opu.device.noise.method == "torch"
+    assert legacy.describe()["noise_generator"] == "torch"
 
 
 def test_backend_option_errors():
@@ -226,6 +230,10 @@ def test_backend_option_errors():
         create_backend("lightonml", retries=-1)
     with pytest.raises(OptdfaError, match="has no option"):
         create_backend("lightonml", exposure=3)
+    with pytest.raises(OptdfaError, match="noise_generator chooses .* it needs noise=true"):
+        create_backend("lightonml", simulated=True, noise_generator="torch")
+    with pytest.raises(OptdfaError, match="backend 'lightonml': unknown noise_generator 'x'"):
+        create_backend("lightonml", simulated=True, noise=True, noise_generator="x")
 
 
 # -- the real-device path, with the fake driver ---------------------------------------------------------

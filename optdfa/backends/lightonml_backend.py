@@ -547,6 +547,8 @@ class LightonmlBackend(OpticalBackend):
             if self.simulated
             else "measured from basis frames",
         }
+        if self.simulated and self.noise:
+            d["noise_generator"] = self.noise_generator
         if not self.simulated:
             d["opu_version"] = opu.version()
         return d
