@@ -295,7 +295,7 @@ class SimulatedOPU:
             "mirrors_per_input": sorted({int(m) for m in self.mirrors.tolist()}),
             "medium": "dense" if self.medium.fits_dense else "streamed",
             "camera_output": self.camera.output_unit,
-            "intensity_table": self._intensity_table() is not None,
+            "intensity_table": self._tabulated,
             "noise_generator": self.noise.method,
             "noise_streams": self.noise.streams,
             "output_per_intensity": self.camera.output_per_intensity,

@@ -152,8 +152,7 @@ class NoiseSource:
             return out
         per_word = 64 // QUANTILE_BITS
         words = self._bits.bit_generator.random_raw((n + per_word - 1) // per_word)
-        codes = words.view(np.uint16)[:n]  # little-endian 16-bit cuts
-        codes = torch.from_numpy(codes)
+        codes = torch.from_numpy(words.view(np.uint16)[:n])  # little-endian 16-bit cuts
         if self._index is None or self._index.numel() < n:
             self._index = torch.empty(n, dtype=torch.int32, device=self.device)
         index = self._index[:n]
