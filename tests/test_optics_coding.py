@@ -8,6 +8,7 @@ import torch
 from optdfa.errors import OptdfaError
 from optdfa.optics import (
     BitPlaneEncoder,
+    MassTernaryEncoder,
     SimulatedOPU,
     StochasticTernaryEncoder,
     TernaryEncoder,
@@ -27,6 +28,34 @@ def test_ternary_threshold_and_least_squares_scale():
     assert enc.scale[0] == pytest.approx((1.0 + 0.5 + 0.2) / 3)  # ⟨e,t⟩/‖t‖²
     assert torch.allclose(enc.decode()[0], enc.scale[0] * t)
     assert enc.scale[1] == 0 and not enc.frames[1].any()
+
+
+def test_mass_ternarisation_keeps_each_signs_mass_and_the_zero_sum():
+    e = torch.tensor([[1.0, -0.5, 0.05, -0.09, 0.2], [0.3, 0.01, -0.02, -0.28, 0.0]])
+    enc = MassTernaryEncoder(0.1).encode(e)
+    assert enc.frames.shape == (2, 2, 5) and enc.coefficients.shape == (2, 2)
+    # sample 0: kept |e| > 0.1 → +{0, 4} with a⁺ = (1 + 0.05 + 0.2)/2, −{1} with a⁻ = 0.59
+    assert enc.frames[0, 0].tolist() == [True, False, False, False, True]
+    assert enc.frames[0, 1].tolist() == [False, True, False, False, False]
+    assert enc.coefficients[0].tolist() == pytest.approx([1.25 / 2, -0.59])
+    decoded = enc.decode()
+    for sign in (1, -1):  # each sign's sum is the error's
+        assert torch.allclose((decoded * sign).clamp_min(0).sum(1), (e * sign).clamp_min(0).sum(1))
+    # a sign with no entry above the threshold keeps its mass on its largest entry
+    one_small = torch.tensor([[1.0, -0.01, -0.02, 0.5]])
+    enc = MassTernaryEncoder(0.1).encode(one_small)
+    assert enc.frames[0, 1].tolist() == [False, False, True, False]
+    assert float(enc.decode().sum()) == pytest.approx(float(one_small.sum()))
+    # softmax errors sum to zero; the mass-keeping encoding does too, LightOn's does not
+    logits = torch.randn(512, 10, generator=torch.Generator().manual_seed(0))
+    error = torch.softmax(logits, 1) - torch.eye(10)[torch.arange(512) % 10]
+    assert MassTernaryEncoder(0.1).encode(error).decode().sum(1).abs().max() < 1e-5
+    lighton = TernaryEncoder(0.1).encode(error).decode().sum(1)
+    assert float(lighton.mean()) > 0.3  # a persistent positive sum on every sample
+    assert parse_encoder("ternary-mass").spec == "ternary-mass:0.1"
+    assert parse_encoder("ternary-mass:0").spec == "ternary-mass:0"
+    with pytest.raises(OptdfaError, match="ternary-mass threshold"):
+        parse_encoder("ternary-mass:x")
 
 
 def test_stochastic_ternarisation_is_unbiased():

@@ -8,10 +8,21 @@ Every encoder writes each sample ``e_b`` (a row of the error, length ``n``) as a
 so any linear map ``M`` of the error is recovered from the maps of the frames:
 ``M e_b ≈ scale_b Σ_p coefficients_p M frames[b, p]`` (see :meth:`Encoding.combine`).
 
+- ``ternary-mass[:τ]`` — deterministic ternarisation that keeps each sign's mass (the default
+  of the shipped profiles): the kept entries ``|e_k| > τ·max|e_b|`` form the positive and the
+  negative plane as below, but each plane gets its own amplitude, ``a⁺_b = Σ_k max(e_k, 0)/n⁺_b``
+  and ``a⁻_b = Σ_k max(−e_k, 0)/n⁻_b`` (``n^±_b`` kept entries of that sign), so the encoded
+  error has exactly the sums ``Σ e⁺`` and ``Σ e⁻`` of the error — in particular the zero sum of a
+  softmax cross-entropy error. Coefficients per sample: ``(a⁺_b, −a⁻_b)``, ``scale_b = 1``.
+  Default ``τ = 0.1``. (A sign whose entries are all below the threshold keeps its largest one.)
 - ``ternary[:τ]`` — deterministic ternarisation (the LightOn photonic-DFA choice): entries with
   ``|e_k| > τ·max|e_b|`` become ``sign(e_k)``, the rest 0; two planes (positive, negative part)
   with coefficients ``+1, −1``; ``scale_b = ⟨e_b, t_b⟩/‖t_b‖²`` (least-squares amplitude).
-  Default ``τ = 0.1``.
+  Default ``τ = 0.1``. Its one amplitude gives the encoded error a sum that the error does not
+  have (for softmax errors, a bias along the all-ones direction on every step): under Adam, whose
+  per-coordinate normalisation turns a small persistent gradient into full-size steps, DFA then
+  collapses (``docs/physics-model.md``, "Ternarisation and Adam"). Kept for LightOn fidelity;
+  prefer ``ternary-mass``.
 - ``stochastic`` — dithered, unbiased ternarisation: ``t_k = sign(e_k)`` with probability
   ``|e_k|/max|e_b|``, else 0; ``scale_b = max|e_b|`` so that ``E[scale_b·t_b] = e_b``.
 - ``bitplane:K`` — ``|e_k|/max|e_b|`` rounded to K bits per sign; 2K planes (K positive, K
@@ -30,7 +41,7 @@ import torch
 
 from optdfa.errors import OptdfaError
 
-ENCODERS = ("ternary", "stochastic", "bitplane")
+ENCODERS = ("ternary-mass", "ternary", "stochastic", "bitplane")
 DEFAULT_THRESHOLD = 0.1
 MAX_BITS = 16
 
@@ -41,7 +52,8 @@ class Encoding:
 
     #: ``(batch, planes, n)`` bool
     frames: torch.Tensor
-    #: ``(planes,)`` float (CPU): signed weight of each plane
+    #: signed weight of each plane: ``(planes,)`` float (CPU), shared by every sample, or
+    #: ``(batch, planes)`` float on the frames' device, one weight per sample and plane
     coefficients: torch.Tensor
     #: ``(batch,)`` float: amplitude of each sample (error units per frame unit)
     scale: torch.Tensor
@@ -63,6 +75,12 @@ class Encoding:
 
     def _combine(self, first: torch.Tensor, rest: list[torch.Tensor]) -> torch.Tensor:
         """``scale ⊙ Σ_p w_p plane_p``, accumulated into ``first`` (a tensor the caller owns)."""
+        if self.coefficients.ndim == 2:  # one weight per sample and plane
+            weights = self.coefficients.to(device=first.device, dtype=first.dtype)
+            first.mul_(weights[:, :1])
+            for p, plane in enumerate(rest, start=1):
+                first.addcmul_(plane, weights[:, p : p + 1])
+            return first.mul_(self.scale.to(first.dtype)[:, None])
         coeffs = self.coefficients.tolist()
         if coeffs[0] != 1:
             first.mul_(coeffs[0])
@@ -171,6 +189,46 @@ class TernaryEncoder(Encoder):
         return Encoding(_signed_planes(error, keep), _PLUS_MINUS, scale)
 
 
+class MassTernaryEncoder(Encoder):
+    """Deterministic ternarisation with one amplitude per sign, keeping each sign's mass.
+
+    ``e_b ≈ a⁺_b t⁺_b − a⁻_b t⁻_b`` with ``Σ_k (a⁺_b t⁺_bk − a⁻_b t⁻_bk) = Σ_k e_bk`` exactly.
+    """
+
+    planes = 2
+
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD) -> None:
+        if not (math.isfinite(threshold) and 0 <= threshold < 1):
+            raise OptdfaError(f"ternary-mass threshold must be in [0, 1), got {threshold}")
+        self.threshold = float(threshold)
+        self.spec = f"ternary-mass:{self.threshold:g}"
+
+    def _encode(
+        self,
+        error: torch.Tensor,
+        magnitude: torch.Tensor,
+        peak: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> Encoding:
+        keep = magnitude > (self.threshold * peak)[:, None]
+        positive, negative = error > 0, error < 0
+        # a sign whose every entry falls below the threshold still carries its mass on its
+        # largest entry (otherwise that mass, and the zero sum, would be lost)
+        for part in (positive, negative):
+            lost = part.any(dim=1) & ~(part & keep).any(dim=1)
+            if bool(lost.any()):
+                top = torch.where(part, magnitude, -1.0).argmax(dim=1)
+                keep[lost, top[lost]] = True
+        frames = torch.stack((positive & keep, negative & keep), dim=1)
+        masses = torch.stack(
+            ((magnitude * positive).sum(dim=1), (magnitude * negative).sum(dim=1)), dim=1
+        )
+        amplitudes = masses / frames.sum(dim=2).clamp_min(1)
+        amplitudes[:, 1].neg_()
+        ones = torch.ones(error.shape[0], dtype=error.dtype, device=error.device)
+        return Encoding(frames, amplitudes, ones)
+
+
 class StochasticTernaryEncoder(Encoder):
     """Unbiased dithered ternarisation: ``E[scale·t] = e``."""
 
@@ -218,22 +276,27 @@ class BitPlaneEncoder(Encoder):
 
 
 def parse_encoder(spec: str) -> Encoder:
-    """Build an encoder from its spec: ``ternary[:THRESHOLD]``, ``stochastic``, ``bitplane:K``."""
+    """Build an encoder from its spec: ``ternary-mass[:THRESHOLD]``, ``ternary[:THRESHOLD]``,
+    ``stochastic``, ``bitplane:K``."""
     if not isinstance(spec, str):
         raise OptdfaError(f"an encoder is given as a string, got {spec!r}")
     text = spec.strip().lower()
     name, sep, arg = text.partition(":")
-    usage = "valid encoders: ternary[:THRESHOLD] (e.g. ternary:0.15), stochastic, bitplane:K (K = 1..16)"
-    if name == "ternary":
+    usage = (
+        "valid encoders: ternary-mass[:THRESHOLD] (e.g. ternary-mass:0.1), ternary[:THRESHOLD], "
+        "stochastic, bitplane:K (K = 1..16)"
+    )
+    ternaries = {"ternary": TernaryEncoder, "ternary-mass": MassTernaryEncoder}
+    if name in ternaries:
         if not sep:
-            return TernaryEncoder()
+            return ternaries[name]()
         try:
             threshold = float(arg)
         except ValueError:
             raise OptdfaError(
-                f"cannot parse encoder {spec!r}: the ternary threshold must be a number in [0, 1)"
+                f"cannot parse encoder {spec!r}: the {name} threshold must be a number in [0, 1)"
             ) from None
-        return TernaryEncoder(threshold)
+        return ternaries[name](threshold)
     if name == "stochastic":
         if sep:
             raise OptdfaError(f"cannot parse encoder {spec!r}: stochastic takes no parameter")
