@@ -11,9 +11,9 @@ Measured once after training (so the run itself is untouched), on the output err
 - ``projection_snr_db`` — ``10·log10(Σ (e·B_eff)² / Σ (project(e) − e·B_eff)²)``: the same, as
   the ratio of signal to total error power (``None`` when the error is exactly zero);
 - ``device_snr_db`` — the device alone: the reference is the exact projection of the *encoded*
-  error ``decode(encode(e))·B_eff``, so the encoding's own error is left out (deterministic
-  encoders only; ``None`` for the stochastic one, whose frames cannot be redrawn, and for
-  backends without an encoder).
+  error ``decode(encode(e))·B_eff``, so the encoding's own error is left out (the stochastic
+  encoder's frames are redrawn from the generator state each projection started from; ``None``
+  for backends without an encoder).
 """
 
 from __future__ import annotations
@@ -66,7 +66,23 @@ def projection_quality(
     error = _errors(model, loss_fn, x, y)
     B = matrix.detach().to(torch.float64)
     exact = error.to(torch.float64) @ B
-    noisy = torch.cat([backend.project(error).to(torch.float64) for _ in range(repeats)])
+    encoder = getattr(backend, "encoder", None)
+    generator = getattr(backend, "encoder_generator", None)
+    noisy_parts, encoded_parts = [], []
+    for _ in range(repeats):
+        # the stochastic encoder's frames are redrawn from the generator state it starts from
+        state = generator.get_state() if generator is not None else None
+        noisy_parts.append(backend.project(error).to(torch.float64))
+        if encoder is not None:
+            redraw = None
+            if encoder.stochastic and state is not None:
+                redraw = torch.Generator(device=generator.device)
+                redraw.set_state(state)
+            work = error.to(
+                device=getattr(backend, "work_device", error.device), dtype=torch.float32
+            )
+            encoded_parts.append(encoder.encode(work, redraw).decode().cpu().to(torch.float64))
+    noisy = torch.cat(noisy_parts)
     target = exact.repeat(repeats, 1)
     norms = noisy.norm(dim=1) * target.norm(dim=1)
     keep = norms > 0
@@ -76,8 +92,7 @@ def projection_quality(
         "projection_snr_db": _snr_db(target, noisy),
         "device_snr_db": None,
     }
-    encoder = getattr(backend, "encoder", None)
-    if encoder is not None and not getattr(encoder, "stochastic", True):
-        encoded = encoder.encode(error.to(torch.float32)).decode().to(torch.float64) @ B
-        out["device_snr_db"] = _snr_db(encoded.repeat(repeats, 1), noisy)
+    if encoded_parts and (not encoder.stochastic or generator is not None):
+        encoded = torch.cat(encoded_parts).to(B.device) @ B
+        out["device_snr_db"] = _snr_db(encoded, noisy)
     return out
