@@ -26,6 +26,7 @@ from optdfa.alignment import AlignmentHook
 from optdfa.config import TrainConfig, dumps_config, load_config
 from optdfa.data import Dataset, load_dataset
 from optdfa.errors import OptdfaError, TrainingDiverged
+from optdfa.guard import TrainingGuard, monitored
 from optdfa.models import build_model
 from optdfa.outputs import (
     RUN_FILES,
@@ -85,6 +86,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def make_optimizer(config: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    config = config.resolved()
     if config.optimizer == "sgd":
         return torch.optim.SGD(
             params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
@@ -102,6 +104,7 @@ class Trainer:
     data: Dataset | None = None  # pass a loaded dataset to skip loading
 
     def __post_init__(self) -> None:
+        self.config = self.config.resolved()
         cfg = self.config
         cfg.validate()
         self.hooks = list(self.hooks)
@@ -152,6 +155,13 @@ class Trainer:
             self.privacy = PrivacyHook(cfg.dp_delta)
             self.privacy.ensure_mechanism(self)  # a clear error now rather than after an epoch
             self.hooks.append(self.privacy)
+        #: the training guard (:mod:`optdfa.guard`) of a run with approximate (optical) feedback
+        self.guard: TrainingGuard | None = next(
+            (h for h in self.hooks if isinstance(h, TrainingGuard)), None
+        )
+        if self.guard is None and monitored(self.rule):
+            self.guard = TrainingGuard()
+            self.hooks.append(self.guard)
         self.optimizer = make_optimizer(cfg, self.model.parameters())
         self.scheduler = (
             torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs)
@@ -167,6 +177,8 @@ class Trainer:
         """Train one epoch; returns that epoch's metrics line."""
         cfg, data = self.config, self.data
         epoch = self.epoch + 1
+        if epoch == 1 and self.guard is not None:
+            self.guard.preflight(self)  # before the first step (a resumed run said it already)
         start = time.perf_counter()
         n = len(data.x_train)
         order = torch.randperm(n, generator=torch_generator(cfg.seed, "shuffle", epoch)).to(
@@ -284,6 +296,8 @@ class Trainer:
 
     def summary(self, status: str = "completed") -> dict[str, Any]:
         last = self.metrics[-1] if self.metrics else {}
+        if status == "completed" and self.guard is not None and not self.guard.healthy:
+            status = "completed-with-warnings"
         acc = last.get("test_accuracy")
         summary: dict[str, Any] = {
             "status": status,
@@ -306,6 +320,8 @@ class Trainer:
         summary.update(self.rule.counters())
         if self.alignment is not None:
             summary["alignment"] = self.alignment.summary()
+        if self.guard is not None:
+            summary["guard"] = self.guard.summary()
         if self.privacy is not None:
             from optdfa.privacy import privacy_report
 
@@ -336,10 +352,10 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
 
 def _config_from(config: TrainConfig | Mapping[str, Any] | str | Path) -> TrainConfig:
     if isinstance(config, TrainConfig):
-        return config
+        return config.resolved()
     if isinstance(config, Mapping):
-        return TrainConfig.from_dict(dict(config))
-    return load_config(config)
+        return TrainConfig.from_dict(dict(config)).resolved()
+    return load_config(config).resolved()
 
 
 def resume_config(out_dir: str | Path, epochs: int | None = None) -> TrainConfig:

@@ -91,7 +91,9 @@ def test_run_folder_contents(tmp_path):
     line = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     for key in ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds"):
         assert key in line
-    assert optdfa.load_config(out / "config.toml") == TrainConfig(epochs=2, hidden=[32])
+    # the saved config records the resolved defaults (the lr of the optimizer)
+    saved = optdfa.load_config(out / "config.toml")
+    assert saved == TrainConfig(epochs=2, hidden=[32]).resolved() and saved.lr == 1e-3
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -106,6 +106,9 @@ class FeedbackBackend(ABC):
     name: ClassVar[str] = ""
     #: True when :meth:`set_error_bound` makes the backend's noise data-independent (photonic DP)
     private_encoding: ClassVar[bool] = False
+    #: True when :meth:`project` only approximates ``e·feedback_matrix()`` (encoded, measured):
+    #: the training guard then checks the delivered feedback against it (:mod:`optdfa.guard`)
+    approximate_feedback: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.layout: FeedbackLayout | None = None

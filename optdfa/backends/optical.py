@@ -59,6 +59,7 @@ class OpticalBackend(FeedbackBackend):
 
     #: the CLI's ``--profile`` / ``--opu`` flags apply to backends that set this
     uses_opu_profile = True
+    approximate_feedback = True
     OPTIONS: ClassVar[tuple[str, ...]] = ("profile", "overrides")
     #: types the ``profile`` option accepts (a name or TOML path; some backends also a profile)
     PROFILE_TYPES: ClassVar[tuple[type, ...]] = (str,)

@@ -18,6 +18,7 @@ from optdfa.cli.options import (
     positive_int,
 )
 from optdfa.config import (
+    DEFAULT_LR,
     DEVICES,
     LR_SCHEDULES,
     OPTIMIZERS,
@@ -148,7 +149,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--epochs", type=positive_int, help=f"epochs (default {d.epochs})")
     g.add_argument("--batch-size", type=positive_int, help=f"batch size (default {d.batch_size})")
     g.add_argument("--optimizer", choices=OPTIMIZERS, help=f"optimizer (default {d.optimizer})")
-    g.add_argument("--lr", type=positive_float, help=f"learning rate (default {d.lr})")
+    g.add_argument(
+        "--lr",
+        type=positive_float,
+        help="learning rate (default: "
+        + ", ".join(f"{v:g} for {k}" for k, v in DEFAULT_LR.items())
+        + ")",
+    )
     g.add_argument(
         "--momentum", type=non_negative_float, help=f"sgd momentum (default {d.momentum})"
     )
@@ -309,6 +316,12 @@ def run(args: argparse.Namespace) -> int:
         f"{s['epochs']} epochs in {s['seconds']:.1f} s{device}  -> {result.out_dir}",
         file=sys.stdout,
     )
+    for warning in (s.get("guard") or {}).get("warnings", []):
+        print(
+            f"WARNING: this run did not train normally (epoch {warning['epoch']}): "
+            f"{warning['message']}",
+            file=sys.stdout,
+        )
     if "privacy" in s:
         from optdfa.privacy.report import format_epsilon
 
