@@ -18,6 +18,7 @@ from experiments.align_then_memorise import (
 )
 from optdfa.alignment import SINGULAR_KAPPA
 from optdfa.errors import OptdfaError
+from optdfa.optics import load_profile
 
 
 def _files(out, name):
@@ -48,9 +49,12 @@ def test_two_phases_quick_with_the_optics_on(tmp_path):
     digital = two_phases.main(argv)
     run = noisy["runs"]["dfa"][0]
     # one output: every step shows its single distinct frame with and without the reference,
-    # after 2 × 32 calibration frames (no recalibration within 20 000 frames); 1 ms per frame
+    # and measures the reference again first (k reference-only and k dark frames; the first step
+    # uses the set-up calibration); 1 ms per frame
     steps = noisy["settings"]["n_train"] // noisy["settings"]["batch_size"]
-    assert run["frames"] == 2 * steps + 2 * 32
+    k = load_profile("noisy-lab").calibration_frames
+    assert load_profile("noisy-lab").recalibrate_every_frames == 1
+    assert run["frames"] == 2 * steps + 2 * k * steps
     assert run["device_seconds"] == pytest.approx(run["frames"] * 1e-3)
     assert noisy["runs"]["bp"][0]["frames"] == 0  # BP runs stay digital
     assert noisy["runs"]["bp"][0]["final_test_loss"] == digital["runs"]["bp"][0]["final_test_loss"]

@@ -136,10 +136,11 @@ def test_report_uses_the_device_noise_multiplier_with_opacus():
 
 
 def test_ternary_and_digital_backends_are_refused_with_a_clear_error():
-    tern = create_backend("sim-opu", profile="lighton-aurora")
-    tern.setup(LAYOUT, seed=1, device=torch.device("cpu"), dtype=torch.float32)
-    with pytest.raises(OptdfaError, match="stochastic or bitplane:K"):
-        photonic_mechanism(tern)
+    for encoder in ("ternary:0.1", "ternary-mass"):
+        tern = create_backend("sim-opu", profile="lighton-aurora", overrides={"encoder": encoder})
+        tern.setup(LAYOUT, seed=1, device=torch.device("cpu"), dtype=torch.float32)
+        with pytest.raises(OptdfaError, match="stochastic or bitplane:K"):
+            photonic_mechanism(tern)
     digital = create_backend("digital")
     digital.setup(LAYOUT, seed=1, device=torch.device("cpu"), dtype=torch.float32)
     with pytest.raises(OptdfaError, match="adds no noise"):
