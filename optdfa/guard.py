@@ -64,6 +64,9 @@ CLIMB_EPOCHS = 3
 CLIMB_SHARE = 0.1
 
 WARNING_KINDS = ("known-failure", "feedback-biased", "feedback-degraded", "loss-climbing")
+#: deterministic encoders whose error has a persistent part that Adam amplifies (their specs'
+#: prefixes); docs/user-guide.md, "Encoders and optimizers"
+BIASED_ENCODERS = ("ternary:", "bitplane-nearest:")
 
 
 def monitored(rule: Any) -> bool:
@@ -130,14 +133,14 @@ class TrainingGuard:
         """Warn before the first step about a combination known to fail (documented in
         ``docs/user-guide.md``, "Encoders and optimizers")."""
         encoder = getattr(getattr(trainer.rule.backend, "encoder", None), "spec", "")
-        if encoder.startswith("ternary:") and trainer.config.optimizer == "adam":
+        if encoder.startswith(BIASED_ENCODERS) and trainer.config.optimizer == "adam":
             self._pending += self._warn(
                 "known-failure",
                 0,
-                f"the encoder {encoder} (one least-squares amplitude for both signs) with Adam "
-                "is known to collapse DFA (about 50 % on digits): its encoded error has a sum "
-                "the error does not have, a bias that Adam's per-coordinate steps amplify. Use "
-                "the default encoder (stochastic), ternary-mass, or --optimizer sgd.",
+                f"the deterministic encoder {encoder} with Adam is known to collapse DFA "
+                "(digits MLP: about 50 %): its encoded error has a sum the error does not have, "
+                "a persistent bias that Adam's per-coordinate steps amplify. Use the default "
+                "encoder (stochastic), bitplane:K, or --optimizer sgd.",
             )
 
     # -- the hook protocol --------------------------------------------------------------------
@@ -210,10 +213,10 @@ class TrainingGuard:
     def _advice(trainer: Trainer) -> str:
         backend = trainer.rule.backend
         encoder = getattr(getattr(backend, "encoder", None), "spec", None)
-        if encoder is not None and encoder.startswith("ternary:"):
+        if encoder is not None and encoder.startswith(BIASED_ENCODERS):
             return (
                 f"The encoder {encoder} gives the error a sum it does not have; use the default "
-                "encoder (stochastic) or ternary-mass (--opu encoder=...)."
+                "encoder (stochastic) or bitplane:K (--opu encoder=...)."
             )
         return "See docs/user-guide.md, 'When the guard warns'."
 

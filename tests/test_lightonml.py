@@ -20,7 +20,7 @@ from optdfa.cli.main import main  # noqa: E402
 from optdfa.errors import OptdfaError  # noqa: E402
 from optdfa.integrations import lightonml_compat as compat  # noqa: E402
 from optdfa.integrations.lightonml import SimulatedOpuDevice  # noqa: E402
-from optdfa.optics import MassTernaryEncoder, TernaryEncoder, load_profile  # noqa: E402
+from optdfa.optics import TernaryEncoder, load_profile  # noqa: E402
 from optdfa.optics.decoders import normaliser  # noqa: E402
 
 lightonml = compat.import_lightonml()
@@ -188,7 +188,7 @@ def _backend(**options):
 def test_simulated_backend_is_exact_and_at_the_digital_scale(linear):
     # a deterministic encoder, so that the exact expectation is known
     b = _backend(
-        simulated=True, linear=linear, profile="ideal", overrides={"encoder": "ternary-mass"}
+        simulated=True, linear=linear, profile="ideal", overrides={"encoder": "ternary:0.1"}
     )
     B = b.feedback_matrix()
     ref = reference_block_std(LAYOUT)
@@ -196,7 +196,7 @@ def test_simulated_backend_is_exact_and_at_the_digital_scale(linear):
     for block, s in ((B[:, :300], ref[0]), (B[:, 300:], ref[-1])):
         assert abs(float(block.std()) / float(s) - 1) < 0.08
     e = _errors()
-    expected = MassTernaryEncoder(0.1).encode(e).decode() @ B
+    expected = TernaryEncoder(0.1).encode(e).decode() @ B
     got = b.project(e)
     assert torch.allclose(got, expected, atol=2e-3 * float(expected.abs().max()))
     c = b.counters()

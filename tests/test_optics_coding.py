@@ -8,7 +8,6 @@ import torch
 from optdfa.errors import OptdfaError
 from optdfa.optics import (
     BitPlaneEncoder,
-    MassTernaryEncoder,
     SimulatedOPU,
     StochasticTernaryEncoder,
     TernaryEncoder,
@@ -30,32 +29,19 @@ def test_ternary_threshold_and_least_squares_scale():
     assert enc.scale[1] == 0 and not enc.frames[1].any()
 
 
-def test_mass_ternarisation_keeps_each_signs_mass_and_the_zero_sum():
-    e = torch.tensor([[1.0, -0.5, 0.05, -0.09, 0.2], [0.3, 0.01, -0.02, -0.28, 0.0]])
-    enc = MassTernaryEncoder(0.1).encode(e)
-    assert enc.frames.shape == (2, 2, 5) and enc.coefficients.shape == (2, 2)
-    # sample 0: kept |e| > 0.1 → +{0, 4} with a⁺ = (1 + 0.05 + 0.2)/2, −{1} with a⁻ = 0.59
-    assert enc.frames[0, 0].tolist() == [True, False, False, False, True]
-    assert enc.frames[0, 1].tolist() == [False, True, False, False, False]
-    assert enc.coefficients[0].tolist() == pytest.approx([1.25 / 2, -0.59])
-    decoded = enc.decode()
-    for sign in (1, -1):  # each sign's sum is the error's
-        assert torch.allclose((decoded * sign).clamp_min(0).sum(1), (e * sign).clamp_min(0).sum(1))
-    # a sign with no entry above the threshold keeps its mass on its largest entry
-    one_small = torch.tensor([[1.0, -0.01, -0.02, 0.5]])
-    enc = MassTernaryEncoder(0.1).encode(one_small)
-    assert enc.frames[0, 1].tolist() == [False, False, True, False]
-    assert float(enc.decode().sum()) == pytest.approx(float(one_small.sum()))
-    # softmax errors sum to zero; the mass-keeping encoding does too, LightOn's does not
+def test_lighton_ternarisation_gives_softmax_errors_a_sum_they_do_not_have():
+    # softmax errors sum to zero; one least-squares amplitude for both signs does not: the 9
+    # small positive entries become as large as the kept negative one (docs/physics-model.md)
     logits = torch.randn(512, 10, generator=torch.Generator().manual_seed(0))
     error = torch.softmax(logits, 1) - torch.eye(10)[torch.arange(512) % 10]
-    assert MassTernaryEncoder(0.1).encode(error).decode().sum(1).abs().max() < 1e-5
-    lighton = TernaryEncoder(0.1).encode(error).decode().sum(1)
-    assert float(lighton.mean()) > 0.3  # a persistent positive sum on every sample
-    assert parse_encoder("ternary-mass").spec == "ternary-mass:0.1"
-    assert parse_encoder("ternary-mass:0").spec == "ternary-mass:0"
-    with pytest.raises(OptdfaError, match="ternary-mass threshold"):
-        parse_encoder("ternary-mass:x")
+    assert float(error.sum(1).abs().max()) < 1e-5
+    lighton = TernaryEncoder(0.1).encode(error).decode()
+    assert float((lighton.sum(1) / error.norm(dim=1)).mean()) > 0.3
+    persistent = ((lighton - error) / error.norm(dim=1, keepdim=True)).mean(0)
+    assert float(persistent @ torch.ones(10)) / (10**0.5 * float(persistent.norm())) > 0.9
+    gen = torch.Generator().manual_seed(1)
+    dithered = StochasticTernaryEncoder().encode(error.repeat(20, 1), gen).decode()
+    assert abs(float((dithered.sum(1) / error.norm(dim=1).repeat(20)).mean())) < 0.03
 
 
 def test_stochastic_ternarisation_is_unbiased():
@@ -70,16 +56,37 @@ def test_stochastic_ternarisation_is_unbiased():
 
 def test_bitplanes_recombine_with_powers_of_two():
     e = torch.tensor([[0.7, -0.35, 0.0, 1.0, -0.01]])
-    enc = BitPlaneEncoder(3).encode(e)
+    enc = BitPlaneEncoder(3, dither=False).encode(e)
     assert enc.frames.shape == (1, 6, 5)
     assert torch.equal(enc.coefficients, torch.tensor([1.0, 2, 4, -1, -2, -4]))
     step = 1.0 / 7
     assert enc.scale[0] == pytest.approx(step)
     assert torch.allclose(enc.decode()[0], torch.tensor([5, -2, 0, 7, 0]) * step)
     big = torch.randn(50, 30, generator=torch.Generator().manual_seed(1))
-    enc = BitPlaneEncoder(5).encode(big)
+    enc = BitPlaneEncoder(5, dither=False).encode(big)
     err = (enc.decode() - big).abs().max(dim=1).values
     assert bool((err <= enc.scale / 2 + 1e-6).all())
+    assert parse_encoder("bitplane-nearest:5").spec == "bitplane-nearest:5"
+
+
+def test_dithered_bitplanes_are_unbiased_and_within_a_level():
+    e = torch.tensor([[0.7, -0.35, 0.0, 1.0, -0.01]]).expand(40_000, -1)
+    gen = torch.Generator().manual_seed(0)
+    enc = parse_encoder("bitplane:3").encode(e, gen)
+    assert enc.frames.shape == (40_000, 6, 5)
+    step = 1.0 / 7
+    decoded = enc.decode()
+    assert float((decoded - e).abs().max()) < step  # below one level
+    assert torch.allclose(decoded.mean(0), e[0], atol=3 * step / 40_000**0.5)
+    assert float(decoded[:, 4].ne(0).float().mean()) == pytest.approx(0.07, abs=0.01)  # 0.01/step
+    assert float(decoded[:, 3].std()) == 0 and float(decoded[:, 2].abs().max()) == 0  # exact ones
+    # softmax errors: nearest rounding drops the small positive entries (a sum the error does
+    # not have), dithering keeps the zero sum on average
+    logits = torch.randn(4096, 10, generator=torch.Generator().manual_seed(1))
+    error = torch.softmax(logits, 1) - torch.eye(10)[torch.arange(4096) % 10]
+    nearest = BitPlaneEncoder(2, dither=False).encode(error).decode().sum(1)
+    dithered = BitPlaneEncoder(2).encode(error, gen).decode().sum(1)
+    assert float(nearest.mean()) < -0.05 and abs(float(dithered.mean())) < 0.01
 
 
 @pytest.mark.parametrize(
@@ -91,7 +98,7 @@ def test_bitplanes_recombine_with_powers_of_two():
         ("bitplane:0", "1 to 16 bits"),
         ("bitplane:17", "1 to 16 bits"),
         ("stochastic:2", "stochastic takes no parameter"),
-        ("sigma-delta", "valid encoders: ternary"),
+        ("sigma-delta", "valid encoders: stochastic, bitplane:K"),
     ],
 )
 def test_encoder_strings_that_do_not_parse(spec, message):

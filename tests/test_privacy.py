@@ -136,7 +136,7 @@ def test_report_uses_the_device_noise_multiplier_with_opacus():
 
 
 def test_ternary_and_digital_backends_are_refused_with_a_clear_error():
-    for encoder in ("ternary:0.1", "ternary-mass"):
+    for encoder in ("ternary:0.1", "ternary:0"):
         tern = create_backend("sim-opu", profile="lighton-aurora", overrides={"encoder": encoder})
         tern.setup(LAYOUT, seed=1, device=torch.device("cpu"), dtype=torch.float32)
         with pytest.raises(OptdfaError, match="stochastic or bitplane:K"):

@@ -11,7 +11,7 @@ import optdfa
 from optdfa.backends import BUILTIN_BACKENDS, FeedbackLayout, create_backend, reference_block_std
 from optdfa.cli.main import main
 from optdfa.errors import OptdfaError
-from optdfa.optics import MassTernaryEncoder, TernaryEncoder
+from optdfa.optics import TernaryEncoder
 
 LAYOUT = FeedbackLayout.from_shapes(10, [("h1", (300,)), ("h2", (120,))])
 
@@ -32,7 +32,7 @@ def _corr(a, b):
 
 def test_registered_and_rescaled_to_the_digital_magnitude():
     assert "sim-opu" in BUILTIN_BACKENDS and "sim-opu" in optdfa.available_backends()
-    b = _backend("ideal", encoder="ternary-mass")  # deterministic: the expectation is known
+    b = _backend("ideal", encoder="ternary:0.1")  # deterministic: the expectation is known
     B = b.feedback_matrix()
     assert B.shape == (10, 420)
     ref = reference_block_std(LAYOUT)
@@ -41,7 +41,7 @@ def test_registered_and_rescaled_to_the_digital_magnitude():
         assert abs(float(block.mean())) < 0.1 * float(s)
     # noiseless device: the feedback is exactly the ternarised error through B_eff
     e = _errors()
-    enc = MassTernaryEncoder(0.1).encode(e)
+    enc = TernaryEncoder(0.1).encode(e)
     expected = enc.decode() @ B
     got = b.project(e)
     assert got.shape == (64, 420) and got.dtype == torch.float32

@@ -8,25 +8,29 @@ Every encoder writes each sample ``e_b`` (a row of the error, length ``n``) as a
 so any linear map ``M`` of the error is recovered from the maps of the frames:
 ``M e_b ≈ scale_b Σ_p coefficients_p M frames[b, p]`` (see :meth:`Encoding.combine`).
 
-- ``ternary-mass[:τ]`` — deterministic ternarisation that keeps each sign's mass (the default
-  of the shipped profiles): the kept entries ``|e_k| > τ·max|e_b|`` form the positive and the
-  negative plane as below, but each plane gets its own amplitude, ``a⁺_b = Σ_k max(e_k, 0)/n⁺_b``
-  and ``a⁻_b = Σ_k max(−e_k, 0)/n⁻_b`` (``n^±_b`` kept entries of that sign), so the encoded
-  error has exactly the sums ``Σ e⁺`` and ``Σ e⁻`` of the error — in particular the zero sum of a
-  softmax cross-entropy error. Coefficients per sample: ``(a⁺_b, −a⁻_b)``, ``scale_b = 1``.
-  Default ``τ = 0.1``. (A sign whose entries are all below the threshold keeps its largest one.)
-- ``ternary[:τ]`` — deterministic ternarisation (the LightOn photonic-DFA choice): entries with
-  ``|e_k| > τ·max|e_b|`` become ``sign(e_k)``, the rest 0; two planes (positive, negative part)
-  with coefficients ``+1, −1``; ``scale_b = ⟨e_b, t_b⟩/‖t_b‖²`` (least-squares amplitude).
-  Default ``τ = 0.1``. Its one amplitude gives the encoded error a sum that the error does not
-  have (for softmax errors, a bias along the all-ones direction on every step): under Adam, whose
-  per-coordinate normalisation turns a small persistent gradient into full-size steps, DFA then
-  collapses (``docs/physics-model.md``, "Ternarisation and Adam"). Kept for LightOn fidelity;
-  prefer ``ternary-mass``.
-- ``stochastic`` — dithered, unbiased ternarisation: ``t_k = sign(e_k)`` with probability
-  ``|e_k|/max|e_b|``, else 0; ``scale_b = max|e_b|`` so that ``E[scale_b·t_b] = e_b``.
-- ``bitplane:K`` — ``|e_k|/max|e_b|`` rounded to K bits per sign; 2K planes (K positive, K
-  negative) with coefficients ``±2^i``; ``scale_b = max|e_b|/(2^K − 1)``. Error ≤ half a level.
+Unbiased encoders (``E[decoded] = e``; their error is fresh noise at every step, which SGD and
+Adam alike average out):
+
+- ``stochastic`` (the shipped profiles' default) — dithered ternarisation: ``t_k = sign(e_k)``
+  with probability ``|e_k|/max|e_b|``, else 0; ``scale_b = max|e_b|`` so that
+  ``E[scale_b·t_b] = e_b``. Two planes (positive, negative part), coefficients ``+1, −1``.
+- ``bitplane:K`` — ``|e_k|/max|e_b|`` in ``L = 2^K − 1`` levels per sign, rounded up with
+  probability the fractional part (dithered: unbiased, error below one level); 2K planes
+  (K positive, K negative) with coefficients ``±2^i``; ``scale_b = max|e_b|/L``.
+  (``bitplane:1`` is ``stochastic``.)
+
+Deterministic encoders (their error repeats from step to step):
+
+- ``ternary[:τ]`` — LightOn's photonic-DFA ternarisation: entries with ``|e_k| > τ·max|e_b|``
+  become ``sign(e_k)``, the rest 0; coefficients ``+1, −1``; ``scale_b = ⟨e_b, t_b⟩/‖t_b‖²``
+  (least-squares amplitude). Default ``τ = 0.1``. Its one amplitude for both signs gives the
+  encoded error a sum that the error does not have (for softmax errors, a bias along the
+  all-ones direction on every step): under Adam, whose per-coordinate normalisation turns a
+  small persistent gradient into full-size steps, DFA then collapses (``docs/physics-model.md``,
+  "Ternarisation and Adam"). Kept for LightOn fidelity and for the published results.
+- ``bitplane-nearest:K`` — ``bitplane:K`` rounded to the nearest level (error ≤ half a level),
+  the rounding of optdfa before 2026-12-02: it drops the small entries below half a level, a
+  persistent bias of the same kind.
 
 Samples whose error is all zero give all-zero frames and ``scale_b = 0``.
 """
@@ -41,7 +45,7 @@ import torch
 
 from optdfa.errors import OptdfaError
 
-ENCODERS = ("ternary-mass", "ternary", "stochastic", "bitplane")
+ENCODERS = ("stochastic", "bitplane", "ternary", "bitplane-nearest")
 DEFAULT_THRESHOLD = 0.1
 MAX_BITS = 16
 
@@ -52,8 +56,7 @@ class Encoding:
 
     #: ``(batch, planes, n)`` bool
     frames: torch.Tensor
-    #: signed weight of each plane: ``(planes,)`` float (CPU), shared by every sample, or
-    #: ``(batch, planes)`` float on the frames' device, one weight per sample and plane
+    #: ``(planes,)`` float (CPU): signed weight of each plane
     coefficients: torch.Tensor
     #: ``(batch,)`` float: amplitude of each sample (error units per frame unit)
     scale: torch.Tensor
@@ -75,12 +78,6 @@ class Encoding:
 
     def _combine(self, first: torch.Tensor, rest: list[torch.Tensor]) -> torch.Tensor:
         """``scale ⊙ Σ_p w_p plane_p``, accumulated into ``first`` (a tensor the caller owns)."""
-        if self.coefficients.ndim == 2:  # one weight per sample and plane
-            weights = self.coefficients.to(device=first.device, dtype=first.dtype)
-            first.mul_(weights[:, :1])
-            for p, plane in enumerate(rest, start=1):
-                first.addcmul_(plane, weights[:, p : p + 1])
-            return first.mul_(self.scale.to(first.dtype)[:, None])
         coeffs = self.coefficients.tolist()
         if coeffs[0] != 1:
             first.mul_(coeffs[0])
@@ -189,46 +186,6 @@ class TernaryEncoder(Encoder):
         return Encoding(_signed_planes(error, keep), _PLUS_MINUS, scale)
 
 
-class MassTernaryEncoder(Encoder):
-    """Deterministic ternarisation with one amplitude per sign, keeping each sign's mass.
-
-    ``e_b ≈ a⁺_b t⁺_b − a⁻_b t⁻_b`` with ``Σ_k (a⁺_b t⁺_bk − a⁻_b t⁻_bk) = Σ_k e_bk`` exactly.
-    """
-
-    planes = 2
-
-    def __init__(self, threshold: float = DEFAULT_THRESHOLD) -> None:
-        if not (math.isfinite(threshold) and 0 <= threshold < 1):
-            raise OptdfaError(f"ternary-mass threshold must be in [0, 1), got {threshold}")
-        self.threshold = float(threshold)
-        self.spec = f"ternary-mass:{self.threshold:g}"
-
-    def _encode(
-        self,
-        error: torch.Tensor,
-        magnitude: torch.Tensor,
-        peak: torch.Tensor,
-        generator: torch.Generator | None,
-    ) -> Encoding:
-        keep = magnitude > (self.threshold * peak)[:, None]
-        positive, negative = error > 0, error < 0
-        # a sign whose every entry falls below the threshold still carries its mass on its
-        # largest entry (otherwise that mass, and the zero sum, would be lost)
-        for part in (positive, negative):
-            lost = part.any(dim=1) & ~(part & keep).any(dim=1)
-            if bool(lost.any()):
-                top = torch.where(part, magnitude, -1.0).argmax(dim=1)
-                keep[lost, top[lost]] = True
-        frames = torch.stack((positive & keep, negative & keep), dim=1)
-        masses = torch.stack(
-            ((magnitude * positive).sum(dim=1), (magnitude * negative).sum(dim=1)), dim=1
-        )
-        amplitudes = masses / frames.sum(dim=2).clamp_min(1)
-        amplitudes[:, 1].neg_()
-        ones = torch.ones(error.shape[0], dtype=error.dtype, device=error.device)
-        return Encoding(frames, amplitudes, ones)
-
-
 class StochasticTernaryEncoder(Encoder):
     """Unbiased dithered ternarisation: ``E[scale·t] = e``."""
 
@@ -249,14 +206,23 @@ class StochasticTernaryEncoder(Encoder):
 
 
 class BitPlaneEncoder(Encoder):
-    """``K`` bits per sign: ``2K`` frames recombined with powers of two."""
+    """``K`` bits per sign: ``2K`` frames recombined with powers of two.
 
-    def __init__(self, bits: int) -> None:
+    ``dither=True`` (``bitplane:K``) rounds ``|e|/step`` up with probability its fractional part,
+    so that ``E[encoded] = e``; ``dither=False`` (``bitplane-nearest:K``) rounds to the nearest
+    level, a deterministic error that does not average out (it drops the many small positive
+    entries of a softmax error: a persistent bias).
+    """
+
+    def __init__(self, bits: int, *, dither: bool = True) -> None:
+        name = "bitplane" if dither else "bitplane-nearest"
         if not (isinstance(bits, int) and 1 <= bits <= MAX_BITS):
-            raise OptdfaError(f"bitplane needs 1 to {MAX_BITS} bits, got {bits}")
+            raise OptdfaError(f"{name} needs 1 to {MAX_BITS} bits, got {bits}")
         self.bits = bits
+        self.dither = bool(dither)
+        self.stochastic = self.dither
         self.planes = 2 * bits
-        self.spec = f"bitplane:{bits}"
+        self.spec = f"{name}:{bits}"
         powers = 2.0 ** torch.arange(bits, dtype=torch.float64)
         self._coefficients = torch.cat((powers, -powers)).float()
 
@@ -269,44 +235,49 @@ class BitPlaneEncoder(Encoder):
     ) -> Encoding:
         levels = 2**self.bits - 1
         step = peak / levels
-        q = torch.round(_in_units_of(magnitude, step)).clamp_(0, levels).to(torch.int32)
+        units = _in_units_of(magnitude, step)
+        if self.dither:  # floor(v + u), u ~ U[0, 1): unbiased, and never above `levels`
+            u = torch.rand(error.shape, generator=generator, device=error.device, dtype=error.dtype)
+            units = torch.floor(units.add_(u))
+        else:
+            units = torch.round(units)
+        q = units.clamp_(0, levels).to(torch.int32)
         powers = 2 ** torch.arange(self.bits, device=error.device, dtype=torch.int32)
         bits = (q[:, None, :] & powers[None, :, None]) != 0  # (batch, K, n)
         return Encoding(_signed_planes(error, bits), self._coefficients, step)
 
 
 def parse_encoder(spec: str) -> Encoder:
-    """Build an encoder from its spec: ``ternary-mass[:THRESHOLD]``, ``ternary[:THRESHOLD]``,
-    ``stochastic``, ``bitplane:K``."""
+    """Build an encoder from its spec: ``stochastic``, ``bitplane:K``, ``ternary[:THRESHOLD]``,
+    ``bitplane-nearest:K``."""
     if not isinstance(spec, str):
         raise OptdfaError(f"an encoder is given as a string, got {spec!r}")
     text = spec.strip().lower()
     name, sep, arg = text.partition(":")
     usage = (
-        "valid encoders: ternary-mass[:THRESHOLD] (e.g. ternary-mass:0.1), ternary[:THRESHOLD], "
-        "stochastic, bitplane:K (K = 1..16)"
+        "valid encoders: stochastic, bitplane:K (K = 1..16), ternary[:THRESHOLD] "
+        "(e.g. ternary:0.15), bitplane-nearest:K"
     )
-    ternaries = {"ternary": TernaryEncoder, "ternary-mass": MassTernaryEncoder}
-    if name in ternaries:
+    if name == "ternary":
         if not sep:
-            return ternaries[name]()
+            return TernaryEncoder()
         try:
             threshold = float(arg)
         except ValueError:
             raise OptdfaError(
-                f"cannot parse encoder {spec!r}: the {name} threshold must be a number in [0, 1)"
+                f"cannot parse encoder {spec!r}: the ternary threshold must be a number in [0, 1)"
             ) from None
-        return ternaries[name](threshold)
+        return TernaryEncoder(threshold)
     if name == "stochastic":
         if sep:
             raise OptdfaError(f"cannot parse encoder {spec!r}: stochastic takes no parameter")
         return StochasticTernaryEncoder()
-    if name == "bitplane":
+    if name in ("bitplane", "bitplane-nearest"):
         try:
             bits = int(arg)
         except ValueError:
             raise OptdfaError(
-                f"cannot parse encoder {spec!r}: write bitplane:K with K bits per sign (1..16)"
+                f"cannot parse encoder {spec!r}: write {name}:K with K bits per sign (1..16)"
             ) from None
-        return BitPlaneEncoder(bits)
+        return BitPlaneEncoder(bits, dither=name == "bitplane")
     raise OptdfaError(f"cannot parse encoder {spec!r}; {usage}")

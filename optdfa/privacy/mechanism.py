@@ -17,8 +17,9 @@ whatever the data; whitening by it (a bijection, so privacy is unchanged) turns 
 - ``stochastic``: ``Δ = max_{t ∈ {−1,0,1}^n} ‖W t‖ / √2``, computed exactly over the ``2^n``
   sign vectors (a convex function peaks at a vertex of the cube) for ``n ≤ 20``, else bounded by
   ``‖W‖₂ √n / √2``;
-- ``bitplane:K`` (``L = 2^K − 1``, ``Σ w_p² = 2(4^K − 1)/3``): ``‖v‖ ≤ C + a√n/2``, so
-  ``Δ ≤ ‖W‖₂ (L + √n/2) / √(Σ w_p²)``;
+- ``bitplane:K`` (``L = 2^K − 1``, ``Σ w_p² = 2(4^K − 1)/3``; dithered rounding, each entry
+  off by less than a step ``a``): ``‖v‖ ≤ C + a√n``, so ``Δ ≤ ‖W‖₂ (L + √n) / √(Σ w_p²)``
+  (``bitplane-nearest:K``: half a step, ``L + √n/2``);
 - ``ternary`` has a data-dependent least-squares amplitude: not a Gaussian mechanism, rejected.
 
 ``σ_j`` from the **profile** (the default): a recovered entry is ``[I(x + r) − I(x) − R_j]·n_j``
@@ -133,7 +134,8 @@ def _sensitivity(W: torch.Tensor, encoder: Any) -> tuple[float, str]:
         levels = 2**encoder.bits - 1
         sum_w2 = 2.0 * (4**encoder.bits - 1) / 3.0
         norm = float(torch.linalg.matrix_norm(W, ord=2))
-        return norm * (levels + math.sqrt(n) / 2.0) / math.sqrt(sum_w2), "operator-norm bound"
+        rounding = 1.0 if encoder.dither else 0.5  # at most a step (dithered), half (nearest)
+        return norm * (levels + rounding * math.sqrt(n)) / math.sqrt(sum_w2), "operator-norm bound"
     raise OptdfaError(
         f"photonic DP needs an encoder whose scale the error bound fixes (stochastic or "
         f"bitplane:K); {encoder.spec} scales each sample by a data-dependent amplitude"
