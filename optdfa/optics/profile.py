@@ -116,7 +116,7 @@ FIELDS: tuple[FieldSpec, ...] = (
         "encoding",
         str,
         "spec",
-        "error -> binary frames: ternary[:THRESHOLD] | stochastic | bitplane:K",
+        "error -> binary frames: stochastic | bitplane:K | ternary[:THRESHOLD] | bitplane-nearest:K",
     ),
     _f(
         "decoder",
@@ -151,7 +151,7 @@ FIELDS: tuple[FieldSpec, ...] = (
         "encoding",
         int,
         "frames",
-        "calibrate the reference again once this many frames were shown since the last time (0 = once)",
+        "calibrate the reference again once this many frames were shown since the last time (0 = once; 1 = before every projection)",
     ),
     _f(
         "deduplicate_frames",
