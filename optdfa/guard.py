@@ -137,10 +137,11 @@ class TrainingGuard:
             self._pending += self._warn(
                 "known-failure",
                 0,
-                f"the deterministic encoder {encoder} with Adam is known to collapse DFA "
-                "(digits MLP: about 50 %): its encoded error has a sum the error does not have, "
-                "a persistent bias that Adam's per-coordinate steps amplify. Use the default "
-                "encoder (stochastic), bitplane:K, or --optimizer sgd.",
+                f"the deterministic encoder {encoder} with Adam is known to make DFA collapse "
+                "(digits: ternary:0.1 about 50 % with the MLP, bitplane-nearest:2 about 40 % "
+                "with the CNN; docs/results/recipes.md): its encoded error has a sum the error "
+                "does not have, a persistent bias that Adam's per-coordinate steps amplify. Use "
+                "the default encoder (stochastic) or bitplane:K.",
             )
 
     # -- the hook protocol --------------------------------------------------------------------

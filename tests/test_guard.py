@@ -59,7 +59,7 @@ def test_guard_fires_on_lighton_ternarisation_with_adam(tmp_path, capsys):
     assert main([*args, "--out", str(out), "--quiet"]) == 0
     captured = capsys.readouterr()
     # said before training (known failure) and from the feedback itself within 3 epochs
-    assert "known to collapse" in captured.err and "feedback is biased" in captured.err
+    assert "known to make DFA collapse" in captured.err and "feedback is biased" in captured.err
     assert captured.err.count("optdfa: warning") == 2  # once per kind
     assert "WARNING: this run did not train normally" in captured.out
     summary = json.loads((out / "summary.json").read_text())
