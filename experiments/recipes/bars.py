@@ -148,7 +148,9 @@ def paired(diffs: list[float]) -> dict[str, float]:
     return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
 
 
-def run_study(name: str, seeds: int | None, data_dir: str | None) -> dict[str, Any]:
+def run_study(
+    name: str, seeds: int | None, data_dir: str | None, first_seed: int = 0
+) -> dict[str, Any]:
     study = STUDIES[name]
     n = seeds or study["seeds"]
     data = load_dataset(study["dataset"], data_dir=data_dir)
@@ -157,7 +159,7 @@ def run_study(name: str, seeds: int | None, data_dir: str | None) -> dict[str, A
         runs: dict[str, list[dict[str, Any]]] = {}
         for variant, backend in {"digital": DIGITAL, **study["variants"]}.items():
             runs[variant] = []
-            for seed in range(n):
+            for seed in range(first_seed, first_seed + n):
                 cfg = {
                     "dataset": study["dataset"],
                     "data_dir": data_dir,
@@ -185,7 +187,13 @@ def run_study(name: str, seeds: int | None, data_dir: str | None) -> dict[str, A
                     flush=True,
                 )
         results[model] = {"runs": runs, "bars": judge(study["bars"], runs)}
-    return {"study": name, "dataset": study["dataset"], "seeds": n, "models": results}
+    return {
+        "study": name,
+        "dataset": study["dataset"],
+        "seeds": n,
+        "first_seed": first_seed,
+        "models": results,
+    }
 
 
 def judge(bars: dict[str, tuple], runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -213,6 +221,38 @@ def judge(bars: dict[str, tuple], runs: dict[str, list[dict[str, Any]]]) -> dict
             entry["bar"] = f"mean Δ ≥ mean Δ of {value}"
         entry["guard_silent"] = not any(r["warnings"] for r in runs[variant])
         out[variant] = entry
+    return out
+
+
+#: the pre-registered non-inferiority check of the digits SGD recipe (docs/results/recipes.md)
+NONINFERIORITY_MARGIN_PP = 0.5
+NONINFERIORITY_ALPHA = 0.05 / 4  # Bonferroni over the 4 profiles, one-sided
+
+
+def noninferiority(paths: list[Path]) -> dict[str, Any]:
+    """Now − before per profile, pooled over ``digits-sgd`` JSON files: the one-sided lower
+    ``1 − NONINFERIORITY_ALPHA`` t bound of the seed-paired mean against ``−margin``."""
+    runs: dict[str, dict[int, float]] = {}
+    for path in paths:
+        for variant, rows in next(iter(json.loads(path.read_text())["models"].values()))[
+            "runs"
+        ].items():
+            runs.setdefault(variant, {}).update({r["seed"]: r["test_accuracy"] for r in rows})
+    out = {}
+    for name in OPTICAL:
+        now, before = runs[name], runs[f"{name}, previous encoding"]
+        diffs = [now[s] - before[s] for s in sorted(now)]
+        n, mean = len(diffs), statistics.mean(diffs)
+        bound = mean - stats.t.ppf(1 - NONINFERIORITY_ALPHA, n - 1) * statistics.stdev(
+            diffs
+        ) / math.sqrt(n)
+        out[name] = {
+            "n": n,
+            "mean_pp": mean,
+            "lower_bound_pp": float(bound),
+            "margin_pp": -NONINFERIORITY_MARGIN_PP,
+            "non_inferior": bool(bound > -NONINFERIORITY_MARGIN_PP),
+        }
     return out
 
 
@@ -260,12 +300,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("studies", nargs="*", help=f"any of: {', '.join(STUDIES)}")
     parser.add_argument("--seeds", type=int, help="seeds per variant (default: the study's)")
     parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="first seed (default 0); other than 0 writes recipes-bars-<study>-from<S>.json",
+    )
+    parser.add_argument(
         "--data-dir", help="folder with MNIST/ and FashionMNIST/ (default ../shared/datasets)"
     )
     parser.add_argument("--out", default="docs/results")
     parser.add_argument("--report", action="store_true", help="write recipes-bars.md and stop")
+    parser.add_argument(
+        "--noninferiority",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="the pre-registered check on digits-sgd result files (prints JSON and stops)",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
+    if args.noninferiority:
+        print(json.dumps(noninferiority(args.noninferiority), indent=1))
+        return 0
     if not args.report and not args.studies:
         parser.error("name at least one study, or --report")
     unknown = [s for s in args.studies if s not in STUDIES]
@@ -275,11 +331,15 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = args.data_dir or (str(SHARED) if SHARED.is_dir() else None)
     try:
         for name in args.studies:
-            payload = run_study(name, args.seeds, data_dir)
+            payload = run_study(name, args.seeds, data_dir, args.first_seed)
             payload["command"] = f"python -m experiments.recipes.bars {name}" + (
                 f" --seeds {args.seeds}" if args.seeds else ""
             )
-            atomic_write_json(out / f"recipes-bars-{name}.json", payload)
+            suffix = ""
+            if args.first_seed:
+                payload["command"] += f" --first-seed {args.first_seed}"
+                suffix = f"-from{args.first_seed}"
+            atomic_write_json(out / f"recipes-bars-{name}{suffix}.json", payload)
     except OptdfaError as exc:
         print(f"bars: error: {exc}", file=sys.stderr)
         return 2
