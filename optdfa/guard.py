@@ -64,9 +64,13 @@ CLIMB_EPOCHS = 3
 CLIMB_SHARE = 0.1
 
 WARNING_KINDS = ("known-failure", "feedback-biased", "feedback-degraded", "loss-climbing")
-#: deterministic encoders whose error has a persistent part that Adam amplifies (their specs'
-#: prefixes); docs/user-guide.md, "Encoders and optimizers"
-BIASED_ENCODERS = ("ternary:", "bitplane-nearest:")
+
+
+def biased_encoding(encoder: Any) -> bool:
+    """Whether ``encoder``'s error repeats from step to step: every deterministic encoder optdfa
+    ships (``ternary:τ``, ``bitplane-nearest:K``) has a persistent part that Adam amplifies;
+    the stochastic ones are unbiased (docs/user-guide.md, "Encoders and optimizers")."""
+    return encoder is not None and not encoder.stochastic
 
 
 def monitored(rule: Any) -> bool:
@@ -120,7 +124,6 @@ class TrainingGuard:
         self.stream = stream
         self.quiet = quiet
         self._stats = FeedbackStats()
-        self._matrix: torch.Tensor | None = None
         #: one entry per warning said: kind, epoch, message
         self.warnings: list[dict[str, Any]] = []
         self.health: list[dict[str, Any]] = []
@@ -132,12 +135,12 @@ class TrainingGuard:
     def preflight(self, trainer: Trainer) -> None:
         """Warn before the first step about a combination known to fail (documented in
         ``docs/user-guide.md``, "Encoders and optimizers")."""
-        encoder = getattr(getattr(trainer.rule.backend, "encoder", None), "spec", "")
-        if encoder.startswith(BIASED_ENCODERS) and trainer.config.optimizer == "adam":
+        encoder = getattr(trainer.rule.backend, "encoder", None)
+        if biased_encoding(encoder) and trainer.config.optimizer == "adam":
             self._pending += self._warn(
                 "known-failure",
                 0,
-                f"the deterministic encoder {encoder} with Adam is known to make DFA collapse "
+                f"the deterministic encoder {encoder.spec} with Adam is known to make DFA collapse "
                 "(digits: ternary:0.1 about 50 % with the MLP, bitplane-nearest:2 about 40 % "
                 "with the CNN; docs/results/recipes.md): its encoded error has a sum the error "
                 "does not have, a persistent bias that Adam's per-coordinate steps amplify. Use "
@@ -151,15 +154,14 @@ class TrainingGuard:
         if error is None or feedback is None:
             return
         backend = rule.backend
-        if self._matrix is None or getattr(backend, "drifts", False):
-            matrix = backend.feedback_matrix()
-            if matrix is None:
-                raise OptdfaError(
-                    f"backend {backend.name!r} delivers approximate feedback but reports no "
-                    "feedback matrix to check it against"
-                )
-            self._matrix = matrix.to(device=feedback.device, dtype=feedback.dtype)
-        exact = error.detach().to(self._matrix.dtype) @ self._matrix
+        matrix = backend.feedback_matrix()  # the backend caches it (recomputed if it drifts)
+        if matrix is None:
+            raise OptdfaError(
+                f"backend {backend.name!r} delivers approximate feedback but reports no "
+                "feedback matrix to check it against"
+            )
+        matrix = matrix.to(device=feedback.device, dtype=feedback.dtype)
+        exact = error.detach().to(matrix.dtype) @ matrix
         self._stats.add(feedback, exact)
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
@@ -212,11 +214,10 @@ class TrainingGuard:
 
     @staticmethod
     def _advice(trainer: Trainer) -> str:
-        backend = trainer.rule.backend
-        encoder = getattr(getattr(backend, "encoder", None), "spec", None)
-        if encoder is not None and encoder.startswith(BIASED_ENCODERS):
+        encoder = getattr(trainer.rule.backend, "encoder", None)
+        if biased_encoding(encoder):
             return (
-                f"The encoder {encoder} gives the error a sum it does not have; use the default "
+                f"The encoder {encoder.spec} gives the error a sum it does not have; use the default "
                 "encoder (stochastic) or bitplane:K (--opu encoder=...)."
             )
         return "See docs/user-guide.md, 'When the guard warns'."

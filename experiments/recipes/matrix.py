@@ -28,7 +28,8 @@ import torch
 
 import optdfa
 from optdfa.data import load_dataset
-from optdfa.guard import BIASED_ENCODERS
+from optdfa.guard import biased_encoding
+from optdfa.optics import parse_encoder
 from optdfa.outputs import atomic_write_json, atomic_write_text
 
 #: a cell learns when its mean test accuracy is at most this far below digital DFA's (pp)
@@ -146,7 +147,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         warned = any(r["warnings"] for r in runs)
         if delta is None:
             verdict = "reference" if g[0] == "digital" else "no digital reference"
-        elif delta >= -MARGIN_PP and warned and str(g[3]).startswith(BIASED_ENCODERS):
+        elif delta >= -MARGIN_PP and warned and g[3] and biased_encoding(parse_encoder(g[3])):
             verdict = "learns, flagged"
         elif delta >= -MARGIN_PP:
             verdict = "false alarm" if warned else "learns"
